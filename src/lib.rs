@@ -1,0 +1,30 @@
+//! warden: makes MCP tool calls on behalf of many end users, each with their own credentials.
+//!
+//! Each user's MCP server configs and credentials are kept sealed in a database; at runtime a
+//! supervised actor per user alone holds that user's decrypted credentials and live MCP
+//! connections, and a registry routes every request by user id.
+//!
+//! # Layout
+//! - [`config`] — `config.toml`, its defaults and environment overrides.
+//! - [`secret`] — secret newtypes: zeroized on drop, redacted under Debug.
+//! - [`crypto`] — the keyring and AES-256-GCM-SIV sealing bound to (purpose, user, server, key).
+//! - [`keys`] — where master keys come from (environment, development key file).
+//! - [`model`] — server configs, transports, auth kinds, and their validation.
+//! - [`store`] — `MCPCredentialStore`, the sealed store on SQLite or PostgreSQL.
+//! - [`logging`] — tracing setup that keeps secret-bearing crates capped at info.
+//! - [`error`] — the public error and its stable kinds.
+
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod keys;
+pub mod logging;
+pub mod model;
+pub mod secret;
+pub mod store;
+
+pub use config::Config;
+pub use error::{Error, ErrorKind};
+pub use model::{AuthType, OAuthSettings, ServerAuth, ServerConfig, Transport};
+pub use secret::Secret;
+pub use store::MCPCredentialStore;

@@ -1,0 +1,1 @@
+//! Real MCP servers for warden tests (being written).
