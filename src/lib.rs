@@ -12,6 +12,8 @@
 //! - [`model`] — server configs, transports, auth kinds, and their validation.
 //! - [`store`] — `MCPCredentialStore`, the sealed store on SQLite or PostgreSQL.
 //! - [`logging`] — tracing setup that keeps secret-bearing crates capped at info.
+//! - [`policy`] — egress and execution policy: which addresses and commands a config may reach.
+//! - [`mcp`] — rmcp connections with a user's credentials (HTTP bearer/headers, stdio env).
 //! - [`error`] — the public error and its stable kinds.
 
 pub mod config;
@@ -19,7 +21,9 @@ pub mod crypto;
 pub mod error;
 pub mod keys;
 pub mod logging;
+pub mod mcp;
 pub mod model;
+pub mod policy;
 pub mod secret;
 pub mod store;
 
