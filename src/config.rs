@@ -205,15 +205,29 @@ impl Default for OAuthConfig {
 }
 
 /// `[policy]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Programs a user's stdio config may name (exact strings). Empty: no stdio servers.
     pub stdio_allowed_commands: Vec<String>,
+    /// Variables of the daemon's own environment passed on to stdio children; nothing else of
+    /// the daemon's environment (e.g. `WARDEN_MASTER_KEY`) ever reaches a child.
+    pub stdio_inherit_env: Vec<String>,
     /// Allow HTTP servers on loopback addresses.
     pub allow_loopback: bool,
     /// Allow HTTP servers on private, link-local and unique-local addresses.
     pub allow_private: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            stdio_allowed_commands: Vec::new(),
+            stdio_inherit_env: vec!["PATH".into()],
+            allow_loopback: false,
+            allow_private: false,
+        }
+    }
 }
 
 /// `[log]`.
@@ -329,6 +343,9 @@ impl Config {
         }
         if !self.oauth.callback_path.starts_with('/') {
             return value("oauth.callback_path", "must start with /");
+        }
+        if self.policy.stdio_inherit_env.iter().any(|v| v.starts_with("WARDEN_")) {
+            return value("policy.stdio_inherit_env", "WARDEN_* variables are never passed to children");
         }
         if self.control.max_frame_bytes < 1024 {
             return value("control.max_frame_bytes", "must be at least 1024");

