@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Environment variable that overrides `database.url`.
 pub const ENV_DATABASE_URL: &str = "WARDEN_DATABASE_URL";
@@ -46,7 +46,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where durable state lives.
@@ -66,7 +66,7 @@ pub struct Config {
 }
 
 /// `[database]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `sqlite:PATH` (relative to the config file) or `postgres://...`.
@@ -85,7 +85,7 @@ impl Default for DatabaseConfig {
 }
 
 /// `[keys]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeysConfig {
     /// Refuse to start unless `WARDEN_MASTER_KEY` is set (production).
@@ -104,7 +104,7 @@ impl Default for KeysConfig {
 }
 
 /// `[control]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControlConfig {
     /// The socket path; its directory is created 0700.
@@ -138,7 +138,7 @@ impl Default for ControlConfig {
 }
 
 /// `[sessions]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionsConfig {
     /// Default deadline of one tool call, in milliseconds.
@@ -173,7 +173,7 @@ impl SessionsConfig {
 }
 
 /// `[oauth]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OAuthConfig {
     /// Refresh at least this many seconds before expiry.
@@ -205,7 +205,7 @@ impl Default for OAuthConfig {
 }
 
 /// `[policy]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Programs a user's stdio config may name (exact strings). Empty: no stdio servers.
@@ -231,7 +231,7 @@ impl Default for PolicyConfig {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// A `tracing` filter; `RUST_LOG` overrides it. rmcp's own debug logs carry secrets, so
@@ -344,8 +344,16 @@ impl Config {
         if !self.oauth.callback_path.starts_with('/') {
             return value("oauth.callback_path", "must start with /");
         }
-        if self.policy.stdio_inherit_env.iter().any(|v| v.starts_with("WARDEN_")) {
-            return value("policy.stdio_inherit_env", "WARDEN_* variables are never passed to children");
+        if self
+            .policy
+            .stdio_inherit_env
+            .iter()
+            .any(|v| v.starts_with("WARDEN_"))
+        {
+            return value(
+                "policy.stdio_inherit_env",
+                "WARDEN_* variables are never passed to children",
+            );
         }
         if self.control.max_frame_bytes < 1024 {
             return value("control.max_frame_bytes", "must be at least 1024");

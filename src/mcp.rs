@@ -14,7 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
 use rmcp::service::{RoleClient, RunningService};
-use rmcp::transport::streamable_http_client::{StreamableHttpClientTransportConfig, StreamableHttpError};
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClientTransportConfig, StreamableHttpError,
+};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ServiceError, ServiceExt as _};
 use warden_actors::{Connection, ServerHandle};
@@ -57,7 +59,11 @@ impl std::fmt::Debug for McpServer {
 impl McpServer {
     /// A server of `user` configured by `config`.
     pub fn new(user: String, config: ServerConfig, settings: Arc<ConnectSettings>) -> Self {
-        Self { user, config, settings }
+        Self {
+            user,
+            config,
+            settings,
+        }
     }
 
     fn redactor(&self) -> Redactor {
@@ -65,7 +71,9 @@ impl McpServer {
         match &self.config.auth {
             ServerAuth::None => {}
             ServerAuth::Bearer { token } => secrets.push(token.clone()),
-            ServerAuth::Headers { headers: m } | ServerAuth::Env { env: m } => secrets.extend(m.values().cloned()),
+            ServerAuth::Headers { headers: m } | ServerAuth::Env { env: m } => {
+                secrets.extend(m.values().cloned());
+            }
             ServerAuth::Oauth(o) => secrets.extend(o.client_secret.clone()),
         }
         Redactor { secrets }
@@ -74,7 +82,8 @@ impl McpServer {
     async fn connect_http(&self, url: &str) -> Result<RunningService<RoleClient, ()>, Error> {
         let (user, server) = (self.user.as_str(), self.config.name.as_str());
         let parsed = url::Url::parse(url).map_err(|e| Error::invalid("transport.url", e))?;
-        let (host, addrs) = policy::resolve_allowed(&self.settings.policy, &parsed, user, server).await?;
+        let (host, addrs) =
+            policy::resolve_allowed(&self.settings.policy, &parsed, user, server).await?;
         let origin = parsed.origin();
         let client = reqwest::Client::builder()
             // Same-origin redirects only: credentials never follow a redirect to another origin.
@@ -89,24 +98,42 @@ impl McpServer {
             // The addresses the policy checked are the ones used: no second DNS answer.
             .resolve_to_addrs(&host, &addrs)
             .build()
-            .map_err(|_| Error::internal(format!("building the HTTP client for server {server} of user {user} failed")))?;
+            .map_err(|_| {
+                Error::internal(format!(
+                    "building the HTTP client for server {server} of user {user} failed"
+                ))
+            })?;
         let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
         match &self.config.auth {
             ServerAuth::None => {}
             // rmcp keeps the header value in a String for the transport's life; it is dropped
             // with the connection (best effort: rmcp does not zeroize).
-            ServerAuth::Bearer { token } => config = config.auth_header(token.expose_secret().to_owned()),
+            ServerAuth::Bearer { token } => {
+                config = config.auth_header(token.expose_secret().to_owned());
+            }
             ServerAuth::Headers { headers } => config = config.custom_headers(header_map(headers)?),
-            ServerAuth::Env { .. } => return Err(Error::invalid("auth", "env auth applies only to stdio servers")),
+            ServerAuth::Env { .. } => {
+                return Err(Error::invalid(
+                    "auth",
+                    "env auth applies only to stdio servers",
+                ));
+            }
             ServerAuth::Oauth(_) => {
-                return Err(Error::new(ErrorKind::NotImplemented, format!("OAuth for server {server} of user {user} is not implemented yet")));
+                return Err(Error::new(
+                    ErrorKind::NotImplemented,
+                    format!("OAuth for server {server} of user {user} is not implemented yet"),
+                ));
             }
         }
         let transport = StreamableHttpClientTransport::with_client(client, config);
         self.initialize(().serve(transport)).await
     }
 
-    async fn connect_stdio(&self, command: &str, args: &[String]) -> Result<RunningService<RoleClient, ()>, Error> {
+    async fn connect_stdio(
+        &self,
+        command: &str,
+        args: &[String],
+    ) -> Result<RunningService<RoleClient, ()>, Error> {
         let (user, server) = (self.user.as_str(), self.config.name.as_str());
         policy::check_command(&self.settings.policy, command)?;
         let mut cmd = tokio::process::Command::new(command);
@@ -127,13 +154,21 @@ impl McpServer {
         let (child, _) = TokioChildProcess::builder(wrapped)
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| Error::unreachable(user, server, &format!("its command could not be started ({})", e.kind())))?;
+            .map_err(|e| {
+                Error::unreachable(
+                    user,
+                    server,
+                    &format!("its command could not be started ({})", e.kind()),
+                )
+            })?;
         self.initialize(().serve(child)).await
     }
 
     async fn initialize<F>(&self, serve: F) -> Result<RunningService<RoleClient, ()>, Error>
     where
-        F: Future<Output = Result<RunningService<RoleClient, ()>, rmcp::service::ClientInitializeError>>,
+        F: Future<
+            Output = Result<RunningService<RoleClient, ()>, rmcp::service::ClientInitializeError>,
+        >,
     {
         let (user, server) = (self.user.as_str(), self.config.name.as_str());
         match tokio::time::timeout(self.settings.connect_timeout, serve).await {
@@ -141,7 +176,10 @@ impl McpServer {
             Ok(Err(e)) => Err(classify_init(user, server, &e)),
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
-                format!("connecting to server {server} of user {user} took longer than {} ms", self.settings.connect_timeout.as_millis()),
+                format!(
+                    "connecting to server {server} of user {user} took longer than {} ms",
+                    self.settings.connect_timeout.as_millis()
+                ),
             )),
         }
     }
@@ -167,13 +205,16 @@ impl ServerHandle for McpServer {
     }
 }
 
-fn header_map(headers: &std::collections::BTreeMap<String, Secret>) -> Result<HashMap<http::HeaderName, http::HeaderValue>, Error> {
+fn header_map(
+    headers: &std::collections::BTreeMap<String, Secret>,
+) -> Result<HashMap<http::HeaderName, http::HeaderValue>, Error> {
     headers
         .iter()
         .map(|(name, value)| {
-            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| Error::invalid("auth.headers", "invalid header name"))?;
-            let mut value =
-                http::HeaderValue::from_str(value.expose_secret()).map_err(|_| Error::invalid("auth.headers", "invalid header value"))?;
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| Error::invalid("auth.headers", "invalid header name"))?;
+            let mut value = http::HeaderValue::from_str(value.expose_secret())
+                .map_err(|_| Error::invalid("auth.headers", "invalid header value"))?;
             // Sensitive values print as "Sensitive" in Debug and are not HPACK-indexed.
             value.set_sensitive(true);
             Ok((name, value))
@@ -210,13 +251,24 @@ struct McpConnection {
 #[async_trait]
 impl Connection for McpConnection {
     async fn list_tools(&self) -> Result<Vec<Tool>, Error> {
-        self.running.list_all_tools().await.map_err(|e| self.classify(&e))
+        self.running
+            .list_all_tools()
+            .await
+            .map_err(|e| self.classify(&e))
     }
 
-    async fn call_tool(&self, tool: &str, arguments: Option<JsonObject>, _timeout: Duration) -> Result<CallToolResult, Error> {
+    async fn call_tool(
+        &self,
+        tool: &str,
+        arguments: Option<JsonObject>,
+        _timeout: Duration,
+    ) -> Result<CallToolResult, Error> {
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = arguments;
-        self.running.call_tool(params).await.map_err(|e| self.classify(&e))
+        self.running
+            .call_tool(params)
+            .await
+            .map_err(|e| self.classify(&e))
     }
 
     fn is_closed(&self) -> bool {
@@ -230,11 +282,20 @@ impl McpConnection {
         match e {
             ServiceError::McpError(data) => Error::new(
                 ErrorKind::ToolError,
-                format!("server {server} of user {user} answered with error {}: {}", data.code.0, self.redactor.redact(&data.message)),
+                format!(
+                    "server {server} of user {user} answered with error {}: {}",
+                    data.code.0,
+                    self.redactor.redact(&data.message)
+                ),
             ),
-            ServiceError::Timeout { .. } => Error::new(ErrorKind::Timeout, format!("server {server} of user {user} did not answer in time")),
+            ServiceError::Timeout { .. } => Error::new(
+                ErrorKind::Timeout,
+                format!("server {server} of user {user} did not answer in time"),
+            ),
             ServiceError::TransportSend(inner) => classify_transport(user, server, inner),
-            ServiceError::TransportClosed => Error::unreachable(user, server, "the connection closed"),
+            ServiceError::TransportClosed => {
+                Error::unreachable(user, server, "the connection closed")
+            }
             _ => Error::unreachable(user, server, "unexpected response"),
         }
     }
@@ -244,7 +305,9 @@ fn classify_init(user: &str, server: &str, e: &rmcp::service::ClientInitializeEr
     use rmcp::service::ClientInitializeError as E;
     match e {
         E::TransportError { error, .. } => classify_transport(user, server, error),
-        E::ConnectionClosed(_) => Error::unreachable(user, server, "the connection closed during initialization"),
+        E::ConnectionClosed(_) => {
+            Error::unreachable(user, server, "the connection closed during initialization")
+        }
         E::JsonRpcError(_) => Error::unreachable(user, server, "it refused to initialize"),
         _ => Error::unreachable(user, server, "initialization failed"),
     }
@@ -253,7 +316,10 @@ fn classify_init(user: &str, server: &str, e: &rmcp::service::ClientInitializeEr
 /// Classifies a transport error by walking its source chain.
 fn classify_transport(user: &str, server: &str, e: &(dyn std::error::Error + 'static)) -> Error {
     let rejected = |status: &str| {
-        Error::new(ErrorKind::CredentialsRejected, format!("server {server} of user {user} rejected its credentials ({status})"))
+        Error::new(
+            ErrorKind::CredentialsRejected,
+            format!("server {server} of user {user} rejected its credentials ({status})"),
+        )
     };
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = current {
@@ -261,11 +327,24 @@ fn classify_transport(user: &str, server: &str, e: &(dyn std::error::Error + 'st
             return match http {
                 StreamableHttpError::AuthRequired(_) => rejected("HTTP 401"),
                 StreamableHttpError::InsufficientScope(_) => rejected("HTTP 403"),
-                StreamableHttpError::UnexpectedServerResponse(text) if text.starts_with("HTTP 401") => rejected("HTTP 401"),
-                StreamableHttpError::UnexpectedServerResponse(text) if text.starts_with("HTTP 403") => rejected("HTTP 403"),
-                StreamableHttpError::HttpStatus(status) => Error::unreachable(user, server, &format!("HTTP {}", status.status)),
-                StreamableHttpError::Client(client) => Error::unreachable(user, server, reqwest_category(client)),
-                StreamableHttpError::UnexpectedServerResponse(_) | StreamableHttpError::UnexpectedContentType(_) => {
+                StreamableHttpError::UnexpectedServerResponse(text)
+                    if text.starts_with("HTTP 401") =>
+                {
+                    rejected("HTTP 401")
+                }
+                StreamableHttpError::UnexpectedServerResponse(text)
+                    if text.starts_with("HTTP 403") =>
+                {
+                    rejected("HTTP 403")
+                }
+                StreamableHttpError::HttpStatus(status) => {
+                    Error::unreachable(user, server, &format!("HTTP {}", status.status))
+                }
+                StreamableHttpError::Client(client) => {
+                    Error::unreachable(user, server, reqwest_category(client))
+                }
+                StreamableHttpError::UnexpectedServerResponse(_)
+                | StreamableHttpError::UnexpectedContentType(_) => {
                     Error::unreachable(user, server, "it answered with something other than MCP")
                 }
                 _ => Error::unreachable(user, server, "transport error"),
@@ -302,8 +381,13 @@ mod tests {
 
     #[test]
     fn redactor_scrubs_secrets() {
-        let r = Redactor { secrets: vec![Secret::from("tok-abcdef"), Secret::from("ab")] };
-        assert_eq!(r.redact("bad token tok-abcdef here"), "bad token [REDACTED] here");
+        let r = Redactor {
+            secrets: vec![Secret::from("tok-abcdef"), Secret::from("ab")],
+        };
+        assert_eq!(
+            r.redact("bad token tok-abcdef here"),
+            "bad token [REDACTED] here"
+        );
         assert_eq!(r.redact("ab cd"), "ab cd");
     }
 }

@@ -41,7 +41,12 @@ fn classify_v4(ip: Ipv4Addr) -> AddressClass {
         AddressClass::Loopback
     } else if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || a == 0 || a >= 240 {
         AddressClass::Forbidden
-    } else if ip.is_private() || ip.is_link_local() || (a == 100 && (64..128).contains(&b)) || (a == 192 && b == 0) || (a == 198 && (b == 18 || b == 19)) {
+    } else if ip.is_private()
+        || ip.is_link_local()
+        || (a == 100 && (64..128).contains(&b))
+        || (a == 192 && b == 0)
+        || (a == 198 && (b == 18 || b == 19))
+    {
         AddressClass::Private
     } else {
         AddressClass::Public
@@ -75,8 +80,16 @@ pub fn address_allowed(policy: &PolicyConfig, ip: IpAddr) -> bool {
 
 /// Resolves the host of `url` and checks every address against the policy. Returns the host
 /// and the addresses to pin. `user`/`server` name the error.
-pub async fn resolve_allowed(policy: &PolicyConfig, url: &url::Url, user: &str, server: &str) -> Result<(String, Vec<SocketAddr>), Error> {
-    let host = url.host_str().ok_or_else(|| Error::invalid("transport.url", "has no host"))?.to_owned();
+pub async fn resolve_allowed(
+    policy: &PolicyConfig,
+    url: &url::Url,
+    user: &str,
+    server: &str,
+) -> Result<(String, Vec<SocketAddr>), Error> {
+    let host = url
+        .host_str()
+        .ok_or_else(|| Error::invalid("transport.url", "has no host"))?
+        .to_owned();
     let port = url.port_or_known_default().unwrap_or(443);
     let addrs: Vec<SocketAddr> = match url.host() {
         Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
@@ -87,7 +100,11 @@ pub async fn resolve_allowed(policy: &PolicyConfig, url: &url::Url, user: &str, 
             .collect(),
     };
     if addrs.is_empty() {
-        return Err(Error::unreachable(user, server, "its host name does not resolve"));
+        return Err(Error::unreachable(
+            user,
+            server,
+            "its host name does not resolve",
+        ));
     }
     if let Some(bad) = addrs.iter().find(|a| !address_allowed(policy, a.ip())) {
         return Err(Error::invalid(
@@ -107,7 +124,10 @@ pub fn check_command(policy: &PolicyConfig, command: &str) -> Result<(), Error> 
     if policy.stdio_allowed_commands.iter().any(|c| c == command) {
         Ok(())
     } else {
-        Err(Error::invalid("transport.command", format!("{command:?} is not in policy.stdio_allowed_commands")))
+        Err(Error::invalid(
+            "transport.command",
+            format!("{command:?} is not in policy.stdio_allowed_commands"),
+        ))
     }
 }
 
@@ -193,7 +213,10 @@ mod tests {
         let url = url::Url::parse("http://localhost:1/mcp").unwrap();
         let err = resolve_allowed(&p, &url, "u", "s").await.unwrap_err();
         assert_eq!(err.kind(), crate::error::ErrorKind::InvalidRequest);
-        let allow = PolicyConfig { allow_loopback: true, ..PolicyConfig::default() };
+        let allow = PolicyConfig {
+            allow_loopback: true,
+            ..PolicyConfig::default()
+        };
         let (host, addrs) = resolve_allowed(&allow, &url, "u", "s").await.unwrap();
         assert_eq!(host, "localhost");
         assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 1));

@@ -8,7 +8,10 @@ use std::time::Duration;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use rmcp::model::{CallToolResult, JsonObject};
 use serde::Serialize;
-use warden_actors::{CallRequest, Registry, RegistryArgs, RegistryMsg, ServerHandle, SessionMsg, SessionPolicy, ToolList, UserLoader};
+use warden_actors::{
+    CallRequest, Registry, RegistryArgs, RegistryMsg, ServerHandle, SessionMsg, SessionPolicy,
+    ToolList, UserLoader,
+};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
@@ -44,7 +47,9 @@ struct Inner {
 
 impl std::fmt::Debug for WardenHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WardenHandle").field("store", &self.inner.store).finish_non_exhaustive()
+        f.debug_struct("WardenHandle")
+            .field("store", &self.inner.store)
+            .finish_non_exhaustive()
     }
 }
 
@@ -84,7 +89,13 @@ impl UserLoader for StoreLoader {
         let servers = self.store.load_servers(user).await?;
         Ok(servers
             .into_iter()
-            .map(|s| Arc::new(McpServer::new(user.to_owned(), s.config, self.settings.clone())) as Arc<dyn ServerHandle>)
+            .map(|s| {
+                Arc::new(McpServer::new(
+                    user.to_owned(),
+                    s.config,
+                    self.settings.clone(),
+                )) as Arc<dyn ServerHandle>
+            })
             .collect())
     }
 }
@@ -93,13 +104,22 @@ impl Warden {
     /// Starts warden with keys from the environment (see [`crate::keys`]) and the store named
     /// by `config.database.url`.
     pub async fn start(config: Config) -> Result<Warden, Error> {
-        let (keyring, _) = crate::keys::load_keyring(&config.keys).map_err(|e| Error::new(ErrorKind::InvalidRequest, e.to_string()))?;
-        let store = MCPCredentialStore::connect(&config.database.url, config.database.max_connections, Arc::new(keyring)).await?;
+        let (keyring, _) = crate::keys::load_keyring(&config.keys)
+            .map_err(|e| Error::new(ErrorKind::InvalidRequest, e.to_string()))?;
+        let store = MCPCredentialStore::connect(
+            &config.database.url,
+            config.database.max_connections,
+            Arc::new(keyring),
+        )
+        .await?;
         Self::start_with_store(config, store).await
     }
 
     /// Starts warden over an open store.
-    pub async fn start_with_store(config: Config, store: MCPCredentialStore) -> Result<Warden, Error> {
+    pub async fn start_with_store(
+        config: Config,
+        store: MCPCredentialStore,
+    ) -> Result<Warden, Error> {
         let config = Arc::new(config);
         let settings = Arc::new(ConnectSettings {
             connect_timeout: Duration::from_millis(config.sessions.connect_timeout_ms),
@@ -107,17 +127,30 @@ impl Warden {
             stdio_inherit_env: config.policy.stdio_inherit_env.clone(),
         });
         let policy = SessionPolicy {
-            idle_timeout: (config.sessions.idle_timeout_s > 0).then(|| Duration::from_secs(config.sessions.idle_timeout_s)),
+            idle_timeout: (config.sessions.idle_timeout_s > 0)
+                .then(|| Duration::from_secs(config.sessions.idle_timeout_s)),
             max_restarts: config.sessions.max_restarts,
             restart_window: Duration::from_secs(config.sessions.restart_window_s),
             list_timeout: config.sessions.call_timeout(),
         };
-        let loader = Arc::new(StoreLoader { store: store.clone(), settings });
-        let (registry, registry_task) = Actor::spawn(None, Registry, RegistryArgs { loader, policy })
-            .await
-            .map_err(|e| Error::internal(format!("starting the registry failed: {e}")))?;
-        let inner = Arc::new(Inner { store, registry, config, closing: AtomicBool::new(false) });
-        Ok(Warden { handle: WardenHandle { inner }, registry_task })
+        let loader = Arc::new(StoreLoader {
+            store: store.clone(),
+            settings,
+        });
+        let (registry, registry_task) =
+            Actor::spawn(None, Registry, RegistryArgs { loader, policy })
+                .await
+                .map_err(|e| Error::internal(format!("starting the registry failed: {e}")))?;
+        let inner = Arc::new(Inner {
+            store,
+            registry,
+            config,
+            closing: AtomicBool::new(false),
+        });
+        Ok(Warden {
+            handle: WardenHandle { inner },
+            registry_task,
+        })
     }
 
     /// A handle for callers.
@@ -176,7 +209,8 @@ impl WardenHandle {
     pub async fn list_tools(&self, user: &str) -> Result<ToolList, Error> {
         self.open()?;
         UserId::parse(user)?;
-        let wait = self.inner.config.sessions.call_timeout() + Duration::from_millis(self.inner.config.sessions.connect_timeout_ms);
+        let wait = self.inner.config.sessions.call_timeout()
+            + Duration::from_millis(self.inner.config.sessions.connect_timeout_ms);
         self.ask(user, SessionMsg::ListTools, wait).await
     }
 
@@ -197,22 +231,41 @@ impl WardenHandle {
         }
         let timeout = timeout.unwrap_or_else(|| self.inner.config.sessions.call_timeout());
         if timeout.is_zero() || timeout > MAX_CALL_TIMEOUT {
-            return Err(Error::invalid("timeout_ms", format!("must be between 1 and {} ms", MAX_CALL_TIMEOUT.as_millis())));
+            return Err(Error::invalid(
+                "timeout_ms",
+                format!("must be between 1 and {} ms", MAX_CALL_TIMEOUT.as_millis()),
+            ));
         }
-        let request = CallRequest { server: server.to_owned(), tool: tool.to_owned(), arguments, timeout };
-        self.ask(user, |reply| SessionMsg::Call(request, reply), timeout).await.map_err(|e| match e.kind() {
-            // The handle's own wait ran out: report it as the call's timeout.
-            ErrorKind::Timeout if e.message().starts_with("no answer") => Error::timeout(user, server, timeout),
-            _ => e,
-        })
+        let request = CallRequest {
+            server: server.to_owned(),
+            tool: tool.to_owned(),
+            arguments,
+            timeout,
+        };
+        self.ask(user, |reply| SessionMsg::Call(request, reply), timeout)
+            .await
+            .map_err(|e| match e.kind() {
+                // The handle's own wait ran out: report it as the call's timeout.
+                ErrorKind::Timeout if e.message().starts_with("no answer") => {
+                    Error::timeout(user, server, timeout)
+                }
+                _ => e,
+            })
     }
 
     /// Stops `user`'s session now (dropping its credentials and connections); returns whether
     /// one was running. Also clears a failed mark.
     pub async fn stop_session(&self, user: &str) -> Result<bool, Error> {
         UserId::parse(user)?;
-        ractor::call_t!(self.inner.registry, |reply| RegistryMsg::Stop { user: user.to_owned(), reply }, 5000)
-            .map_err(|_| Error::internal("the registry did not answer"))
+        ractor::call_t!(
+            self.inner.registry,
+            |reply| RegistryMsg::Stop {
+                user: user.to_owned(),
+                reply
+            },
+            5000
+        )
+        .map_err(|_| Error::internal("the registry did not answer"))
     }
 
     /// Counts of sessions, connections and grants.
@@ -224,7 +277,10 @@ impl WardenHandle {
             connections: registry.connections,
             in_flight: registry.in_flight,
             failed_sessions: registry.failed,
-            grants: GrantCounts { active, reauthorization_required },
+            grants: GrantCounts {
+                active,
+                reauthorization_required,
+            },
         })
     }
 
@@ -244,7 +300,8 @@ impl WardenHandle {
     }
 
     async fn registry_status(&self) -> Result<warden_actors::RegistryStatus, Error> {
-        ractor::call_t!(self.inner.registry, RegistryMsg::Status, 5000).map_err(|_| Error::internal("the registry did not answer"))
+        ractor::call_t!(self.inner.registry, RegistryMsg::Status, 5000)
+            .map_err(|_| Error::internal("the registry did not answer"))
     }
 
     fn open(&self) -> Result<(), Error> {
@@ -257,20 +314,35 @@ impl WardenHandle {
 
     fn invalidate(&self, user: &str) {
         // If the registry is gone there is no session to invalidate.
-        drop(self.inner.registry.send_message(RegistryMsg::Invalidate { user: user.to_owned() }));
+        drop(self.inner.registry.send_message(RegistryMsg::Invalidate {
+            user: user.to_owned(),
+        }));
     }
 
     /// Sends a request to `user`'s session through the registry and waits for the answer.
-    async fn ask<T>(&self, user: &str, make: impl FnOnce(RpcReplyPort<Result<T, Error>>) -> SessionMsg, wait: Duration) -> Result<T, Error> {
+    async fn ask<T>(
+        &self,
+        user: &str,
+        make: impl FnOnce(RpcReplyPort<Result<T, Error>>) -> SessionMsg,
+        wait: Duration,
+    ) -> Result<T, Error> {
         let (tx, rx) = ractor::concurrency::oneshot();
-        let msg = RegistryMsg::Route { user: user.to_owned(), msg: make(tx.into()) };
+        let msg = RegistryMsg::Route {
+            user: user.to_owned(),
+            msg: make(tx.into()),
+        };
         if self.inner.registry.send_message(msg).is_err() {
             return Err(Error::internal("the registry is not running"));
         }
         match tokio::time::timeout(wait + REPLY_GRACE, rx).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::internal(format!("the session of user {user} stopped before answering"))),
-            Err(_) => Err(Error::new(ErrorKind::Timeout, format!("no answer from the session of user {user}"))),
+            Ok(Err(_)) => Err(Error::internal(format!(
+                "the session of user {user} stopped before answering"
+            ))),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!("no answer from the session of user {user}"),
+            )),
         }
     }
 }

@@ -1,6 +1,12 @@
 //! The `warden` binary as an operator runs it: `serve` on a fresh directory with no key in the
 //! environment, SIGTERM, exit codes, `keygen`, `keys rotate`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::needless_pass_by_value
+)]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;

@@ -1,6 +1,12 @@
 //! The sealed credential store on both backends: one test body each, run on SQLite and on the
 //! PostgreSQL at 127.0.0.1:5432 (which must be up: these fail, never skip, without it).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    clippy::items_after_statements,
+    clippy::needless_pass_by_value
+)]
 
 mod support;
 

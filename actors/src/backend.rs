@@ -38,7 +38,12 @@ pub trait Connection: Send + Sync + 'static {
 
     /// Calls `tool`. The session enforces the deadline; `timeout` is passed so an
     /// implementation can forward it (e.g. as an MCP request timeout).
-    async fn call_tool(&self, tool: &str, arguments: Option<JsonObject>, timeout: Duration) -> Result<CallToolResult, Error>;
+    async fn call_tool(
+        &self,
+        tool: &str,
+        arguments: Option<JsonObject>,
+        timeout: Duration,
+    ) -> Result<CallToolResult, Error>;
 
     /// Whether the connection is known to be unusable (its transport closed).
     fn is_closed(&self) -> bool;

@@ -3,7 +3,6 @@
 
 use std::fmt;
 
-
 /// The stable kinds of error a caller sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -119,30 +118,47 @@ impl Error {
 
     /// `no_tools_available` for `user`.
     pub fn no_tools(user: &str) -> Self {
-        Self::new(ErrorKind::NoToolsAvailable, format!("user {user} has no MCP servers configured"))
+        Self::new(
+            ErrorKind::NoToolsAvailable,
+            format!("user {user} has no MCP servers configured"),
+        )
     }
 
     /// `unknown_server` for (user, server).
     pub fn unknown_server(user: &str, server: &str) -> Self {
-        Self::new(ErrorKind::UnknownServer, format!("user {user} has no server named {server}"))
+        Self::new(
+            ErrorKind::UnknownServer,
+            format!("user {user} has no server named {server}"),
+        )
     }
 
     /// `timeout` for a call to (user, server) that ran past `after`.
     pub fn timeout(user: &str, server: &str, after: std::time::Duration) -> Self {
         Self::new(
             ErrorKind::Timeout,
-            format!("call to server {server} of user {user} did not finish within {} ms", after.as_millis()),
+            format!(
+                "call to server {server} of user {user} did not finish within {} ms",
+                after.as_millis()
+            ),
         )
     }
 
     /// `server_unreachable` for (user, server); `why` is a short category, never upstream text.
     pub fn unreachable(user: &str, server: &str, why: &str) -> Self {
-        Self::new(ErrorKind::ServerUnreachable, format!("server {server} of user {user} is unreachable: {why}"))
+        Self::new(
+            ErrorKind::ServerUnreachable,
+            format!("server {server} of user {user} is unreachable: {why}"),
+        )
     }
 
     /// Whether a connection that produced this error should be dropped and reopened.
     pub fn breaks_connection(&self) -> bool {
-        matches!(self.kind, ErrorKind::ServerUnreachable | ErrorKind::CredentialsRejected | ErrorKind::AuthorizationRequired)
+        matches!(
+            self.kind,
+            ErrorKind::ServerUnreachable
+                | ErrorKind::CredentialsRejected
+                | ErrorKind::AuthorizationRequired
+        )
     }
 }
 

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent,
+};
 use tokio::time::Instant;
 
 use crate::backend::UserLoader;
@@ -123,7 +125,11 @@ pub struct RegistryState {
 }
 
 impl RegistryState {
-    async fn spawn(&mut self, myself: &ActorRef<RegistryMsg>, user: &str) -> Result<&mut Entry, Error> {
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<RegistryMsg>,
+        user: &str,
+    ) -> Result<&mut Entry, Error> {
         let counters = Arc::new(SessionCounters::default());
         let args = SessionArgs {
             user: user.to_owned(),
@@ -133,16 +139,30 @@ impl RegistryState {
         };
         let (actor, _) = Actor::spawn_linked(None, UserSession, args, myself.get_cell())
             .await
-            .map_err(|e| Error::internal(format!("starting the session of user {user} failed: {e}")))?;
+            .map_err(|e| {
+                Error::internal(format!("starting the session of user {user} failed: {e}"))
+            })?;
         self.owners.insert(actor.get_id(), user.to_owned());
-        let entry = Entry { actor, counters, last_used: Instant::now() };
-        Ok(self.sessions.entry(user.to_owned()).insert_entry(entry).into_mut())
+        let entry = Entry {
+            actor,
+            counters,
+            last_used: Instant::now(),
+        };
+        Ok(self
+            .sessions
+            .entry(user.to_owned())
+            .insert_entry(entry)
+            .into_mut())
     }
 
     /// Forgets a session that ended; returns its user.
     fn forget(&mut self, id: ActorId) -> Option<String> {
         let user = self.owners.remove(&id)?;
-        if self.sessions.get(&user).is_some_and(|e| e.actor.get_id() == id) {
+        if self
+            .sessions
+            .get(&user)
+            .is_some_and(|e| e.actor.get_id() == id)
+        {
             self.sessions.remove(&user);
         }
         Some(user)
@@ -173,16 +193,19 @@ impl RegistryState {
             };
             entry.last_used = Instant::now();
             match entry.actor.send_message(msg) {
-                Ok(()) => return,
                 Err(MessagingErr::SendErr(back)) => {
                     let id = entry.actor.get_id();
                     self.forget(id);
                     msg = back;
                 }
-                Err(_) => return,
+                // Delivered; or a failure that does not hand the message back (not possible
+                // for a typed ref), whose dropped reply port tells the caller the session is gone.
+                Ok(()) | Err(_) => return,
             }
         }
-        msg.fail(Error::internal(format!("the session of user {user} could not be started")));
+        msg.fail(Error::internal(format!(
+            "the session of user {user} could not be started"
+        )));
     }
 }
 
@@ -191,7 +214,11 @@ impl Actor for Registry {
     type State = RegistryState;
     type Arguments = RegistryArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<RegistryMsg>, args: RegistryArgs) -> Result<RegistryState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<RegistryMsg>,
+        args: RegistryArgs,
+    ) -> Result<RegistryState, ActorProcessingErr> {
         Ok(RegistryState {
             loader: args.loader,
             policy: args.policy,
@@ -202,7 +229,11 @@ impl Actor for Registry {
         })
     }
 
-    async fn post_start(&self, myself: ActorRef<RegistryMsg>, state: &mut RegistryState) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        myself: ActorRef<RegistryMsg>,
+        state: &mut RegistryState,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(idle) = state.policy.idle_timeout {
             let period = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
             // The timer ends by itself when the registry stops (its sends start failing).
@@ -211,7 +242,12 @@ impl Actor for Registry {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<RegistryMsg>, msg: RegistryMsg, state: &mut RegistryState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<RegistryMsg>,
+        msg: RegistryMsg,
+        state: &mut RegistryState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             RegistryMsg::Route { user, msg } => state.route(&myself, user, msg).await,
             RegistryMsg::Invalidate { user } => {
@@ -229,7 +265,11 @@ impl Actor for Registry {
                 drop(reply.send(running.is_some()));
             }
             RegistryMsg::Status(reply) => {
-                let mut status = RegistryStatus { sessions: state.sessions.len(), failed: state.failed.len(), ..Default::default() };
+                let mut status = RegistryStatus {
+                    sessions: state.sessions.len(),
+                    failed: state.failed.len(),
+                    ..Default::default()
+                };
                 for entry in state.sessions.values() {
                     status.connections += entry.counters.connections.load(Ordering::Relaxed);
                     status.in_flight += entry.counters.in_flight.load(Ordering::Relaxed);
@@ -240,12 +280,17 @@ impl Actor for Registry {
                 drop(reply.send(state.sessions.get(&user).map(|e| e.actor.clone())));
             }
             RegistryMsg::EvictIdle => {
-                let Some(idle) = state.policy.idle_timeout else { return Ok(()) };
+                let Some(idle) = state.policy.idle_timeout else {
+                    return Ok(());
+                };
                 let now = Instant::now();
                 let idle_users: Vec<String> = state
                     .sessions
                     .iter()
-                    .filter(|(_, e)| now.duration_since(e.last_used) >= idle && e.counters.in_flight.load(Ordering::Relaxed) == 0)
+                    .filter(|(_, e)| {
+                        now.duration_since(e.last_used) >= idle
+                            && e.counters.in_flight.load(Ordering::Relaxed) == 0
+                    })
                     .map(|(user, _)| user.clone())
                     .collect();
                 for user in idle_users {
@@ -279,7 +324,10 @@ impl Actor for Registry {
                     let window = state.policy.restart_window;
                     let failures = state.failures.entry(user.clone()).or_default();
                     failures.push_back(now);
-                    while failures.front().is_some_and(|t| now.duration_since(*t) > window) {
+                    while failures
+                        .front()
+                        .is_some_and(|t| now.duration_since(*t) > window)
+                    {
                         failures.pop_front();
                     }
                     let count = failures.len();

