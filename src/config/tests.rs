@@ -4,7 +4,8 @@ use super::*;
 /// it names every setting there is (so a new setting cannot go undocumented).
 #[test]
 fn shipped_config_matches_defaults() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
     let shipped = Config::from_toml(&text).unwrap();
     assert_eq!(format!("{shipped:?}"), format!("{:?}", Config::default()));
     let file: toml::Table = toml::from_str(&text).unwrap();
@@ -13,7 +14,10 @@ fn shipped_config_matches_defaults() {
     for (section, keys) in &defaults {
         for key in keys.as_table().unwrap().keys() {
             settings += 1;
-            assert!(file.get(section).and_then(|s| s.get(key)).is_some(), "config.toml lacks {section}.{key}");
+            assert!(
+                file.get(section).and_then(|s| s.get(key)).is_some(),
+                "config.toml lacks {section}.{key}"
+            );
         }
     }
     assert!(settings > 20, "enumerated {settings} settings");
