@@ -17,11 +17,8 @@ use warden_testkit::{CredentialCheck, HttpServerConfig, Identities, spawn_http_s
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // An MCP server that knows two tokens.
-    let identities = Identities::new()
-        .with("alice-token", "alice@example.com")
-        .with("bob-token", "bob@example.com");
-    let server =
-        spawn_http_server(HttpServerConfig::new(CredentialCheck::bearer(identities))).await?;
+    let identities = Identities::new().with("alice-token", "alice@example.com").with("bob-token", "bob@example.com");
+    let server = spawn_http_server(HttpServerConfig::new(CredentialCheck::bearer(identities))).await?;
 
     // warden's configuration: a fresh SQLite file; loopback allowed because the demo server
     // runs on 127.0.0.1 (production keeps the default: refused).
@@ -46,9 +43,7 @@ async fn main() -> anyhow::Result<()> {
                 ServerConfig {
                     name: "demo".into(),
                     transport: Transport::Http { url: server.url() },
-                    auth: ServerAuth::Bearer {
-                        token: token.into(),
-                    },
+                    auth: ServerAuth::Bearer { token: token.into() },
                 },
             )
             .await?;
@@ -56,28 +51,14 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let tools = handle.list_tools("alice").await?;
-    let names: Vec<String> = tools
-        .tools
-        .iter()
-        .map(|t| format!("{}/{}", t.server, t.tool.name))
-        .collect();
+    let names: Vec<String> = tools.tools.iter().map(|t| format!("{}/{}", t.server, t.tool.name)).collect();
     println!("alice's tools: {}", names.join(", "));
 
     for user in ["alice", "bob"] {
-        let result = handle
-            .call_tool(user, "demo", "whoami", None, Some(Duration::from_secs(5)))
-            .await?;
-        let identity = result
-            .content
-            .first()
-            .and_then(|c| c.as_text())
-            .map(|t| t.text.clone())
-            .unwrap_or_default();
+        let result = handle.call_tool(user, "demo", "whoami", None, Some(Duration::from_secs(5))).await?;
+        let identity = result.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone()).unwrap_or_default();
         println!("{user}: whoami -> {identity}");
-        anyhow::ensure!(
-            identity.starts_with(user),
-            "{user}'s call used someone else's credential"
-        );
+        anyhow::ensure!(identity.starts_with(user), "{user}'s call used someone else's credential");
     }
 
     // A user with no servers gets a typed error, not someone else's tools.

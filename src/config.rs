@@ -77,10 +77,7 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: "sqlite:data/warden.db".into(),
-            max_connections: 8,
-        }
+        Self { url: "sqlite:data/warden.db".into(), max_connections: 8 }
     }
 }
 
@@ -96,10 +93,7 @@ pub struct KeysConfig {
 
 impl Default for KeysConfig {
     fn default() -> Self {
-        Self {
-            require_env_key: false,
-            dev_key_file: PathBuf::from("data/dev-master.key"),
-        }
+        Self { require_env_key: false, dev_key_file: PathBuf::from("data/dev-master.key") }
     }
 }
 
@@ -241,9 +235,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            filter: "info".into(),
-        }
+        Self { filter: "info".into() }
     }
 }
 
@@ -253,27 +245,18 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let (mut config, base) = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                    path: path.to_owned(),
-                    message: e.to_string(),
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let config: Config = toml::from_str(&text)
+                    .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
                 let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
                 (config, base)
             }
             None => (Config::default(), PathBuf::new()),
         };
         // Log lines name absolute paths, so an operator sees where the files really are.
-        let base = if base.is_absolute() {
-            base
-        } else {
-            std::env::current_dir()
-                .map(|cwd| cwd.join(&base))
-                .unwrap_or(base)
-        };
+        let base =
+            if base.is_absolute() { base } else { std::env::current_dir().map(|cwd| cwd.join(&base)).unwrap_or(base) };
         if let Ok(url) = std::env::var(ENV_DATABASE_URL)
             && !url.is_empty()
         {
@@ -286,29 +269,21 @@ impl Config {
 
     /// Parses TOML text (no file, no env), for tests.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<inline>"),
-            message: e.to_string(),
-        })?;
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<inline>"), message: e.to_string() })?;
         config.check()?;
         Ok(config)
     }
 
     fn resolve_paths(&mut self, base: &Path) {
         let abs = |p: &Path| {
-            if p.is_absolute() || base.as_os_str().is_empty() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
+            if p.is_absolute() || base.as_os_str().is_empty() { p.to_path_buf() } else { base.join(p) }
         };
         self.keys.dev_key_file = abs(&self.keys.dev_key_file);
         self.control.socket_path = abs(&self.control.socket_path);
         if let Some(rest) = self.database.url.strip_prefix("sqlite:") {
             let rest = rest.trim_start_matches("//");
-            let (file, query) = rest
-                .split_once('?')
-                .map_or((rest, None), |(f, q)| (f, Some(q)));
+            let (file, query) = rest.split_once('?').map_or((rest, None), |(f, q)| (f, Some(q)));
             if !file.is_empty() && file != ":memory:" {
                 let path = abs(Path::new(file));
                 self.database.url = match query {
@@ -320,12 +295,7 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        let value = |field, reason: &str| {
-            Err(ConfigError::Value {
-                field,
-                reason: reason.to_owned(),
-            })
-        };
+        let value = |field, reason: &str| Err(ConfigError::Value { field, reason: reason.to_owned() });
         if !(self.database.url.starts_with("sqlite:")
             || self.database.url.starts_with("postgres://")
             || self.database.url.starts_with("postgresql://"))
@@ -344,16 +314,8 @@ impl Config {
         if !self.oauth.callback_path.starts_with('/') {
             return value("oauth.callback_path", "must start with /");
         }
-        if self
-            .policy
-            .stdio_inherit_env
-            .iter()
-            .any(|v| v.starts_with("WARDEN_"))
-        {
-            return value(
-                "policy.stdio_inherit_env",
-                "WARDEN_* variables are never passed to children",
-            );
+        if self.policy.stdio_inherit_env.iter().any(|v| v.starts_with("WARDEN_")) {
+            return value("policy.stdio_inherit_env", "WARDEN_* variables are never passed to children");
         }
         if self.control.max_frame_bytes < 1024 {
             return value("control.max_frame_bytes", "must be at least 1024");
@@ -364,10 +326,7 @@ impl Config {
     /// The redirect URI given to authorization servers.
     pub fn redirect_uri(&self) -> String {
         if self.oauth.redirect_uri.is_empty() {
-            format!(
-                "http://{}{}",
-                self.oauth.callback_listen, self.oauth.callback_path
-            )
+            format!("http://{}{}", self.oauth.callback_listen, self.oauth.callback_path)
         } else {
             self.oauth.redirect_uri.clone()
         }

@@ -74,18 +74,15 @@ impl MasterKey {
                 .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed))
                 .map_err(|_| CryptoError::InvalidKey("not valid base64"))?,
         );
-        let bytes: [u8; 32] = decoded
-            .as_slice()
-            .try_into()
-            .map_err(|_| CryptoError::InvalidKey("must decode to exactly 32 bytes"))?;
+        let bytes: [u8; 32] =
+            decoded.as_slice().try_into().map_err(|_| CryptoError::InvalidKey("must decode to exactly 32 bytes"))?;
         Ok(Self(Zeroizing::new(bytes)))
     }
 
     /// A fresh random key from the operating system's CSPRNG.
     pub fn generate() -> Result<Self, CryptoError> {
         let mut bytes = Zeroizing::new([0u8; 32]);
-        getrandom::fill(bytes.as_mut_slice())
-            .map_err(|_| CryptoError::InvalidKey("no OS randomness"))?;
+        getrandom::fill(bytes.as_mut_slice()).map_err(|_| CryptoError::InvalidKey("no OS randomness"))?;
         Ok(Self(bytes))
     }
 
@@ -100,9 +97,7 @@ impl MasterKey {
         h.update(b"warden key id v1\0");
         h.update(self.0.as_slice());
         let digest = h.finalize();
-        KeyId(u32::from_be_bytes([
-            digest[0], digest[1], digest[2], digest[3],
-        ]))
+        KeyId(u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]))
     }
 }
 
@@ -148,16 +143,11 @@ pub struct Binding<'a> {
 impl<'a> Binding<'a> {
     /// A binding for `purpose` on (user, server).
     pub fn new(purpose: Purpose, user: &'a str, server: &'a str) -> Self {
-        Self {
-            purpose,
-            user,
-            server,
-        }
+        Self { purpose, user, server }
     }
 
     fn aad(&self, key: KeyId) -> Vec<u8> {
-        let mut aad =
-            Vec::with_capacity(AAD_DOMAIN.len() + 13 + self.user.len() + self.server.len());
+        let mut aad = Vec::with_capacity(AAD_DOMAIN.len() + 13 + self.user.len() + self.server.len());
         aad.extend_from_slice(AAD_DOMAIN);
         aad.push(self.purpose.tag());
         for part in [self.user, self.server] {
@@ -176,6 +166,8 @@ impl<'a> Binding<'a> {
 pub struct Keyring {
     primary: KeyId,
     ciphers: BTreeMap<KeyId, Aes256GcmSiv>,
+    /// A key derived from the primary for signing (capabilities); see [`Keyring::signing_key`].
+    signing: Zeroizing<[u8; 32]>,
 }
 
 impl fmt::Debug for Keyring {
@@ -183,7 +175,7 @@ impl fmt::Debug for Keyring {
         f.debug_struct("Keyring")
             .field("primary", &self.primary)
             .field("keys", &self.ciphers.keys().collect::<Vec<_>>())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -194,10 +186,17 @@ impl Keyring {
         for key in older.iter().chain(std::iter::once(primary)) {
             ciphers.insert(key.id(), cipher_for(key));
         }
-        Self {
-            primary: primary.id(),
-            ciphers,
-        }
+        let mut h = Sha256::new();
+        h.update(b"warden signing key v1\0");
+        h.update(primary.0.as_slice());
+        let signing = Zeroizing::new(h.finalize().into());
+        Self { primary: primary.id(), ciphers, signing }
+    }
+
+    /// A 256-bit key derived from the primary master key for signing capabilities. Every node
+    /// with the same primary key derives the same one; rotating the key changes it.
+    pub fn signing_key(&self) -> Zeroizing<[u8; 32]> {
+        self.signing.clone()
     }
 
     /// The id of the key that seals.
@@ -212,22 +211,12 @@ impl Keyring {
 
     /// Seals `plaintext` for `binding` under the primary key with a fresh random nonce.
     pub fn seal(&self, binding: Binding<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let cipher = self
-            .ciphers
-            .get(&self.primary)
-            .ok_or(CryptoError::UnknownKey(self.primary))?;
+        let cipher = self.ciphers.get(&self.primary).ok_or(CryptoError::UnknownKey(self.primary))?;
         let mut nonce = [0u8; 12];
         getrandom::fill(&mut nonce).map_err(|_| CryptoError::Seal)?;
         let aad = binding.aad(self.primary);
-        let ciphertext = cipher
-            .encrypt(
-                &nonce.into(),
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| CryptoError::Seal)?;
+        let ciphertext =
+            cipher.encrypt(&nonce.into(), Payload { msg: plaintext, aad: &aad }).map_err(|_| CryptoError::Seal)?;
         let mut out = Vec::with_capacity(HEADER_LEN + ciphertext.len());
         out.push(FORMAT_V1);
         out.extend_from_slice(&self.primary.0.to_be_bytes());
@@ -237,22 +226,12 @@ impl Keyring {
     }
 
     /// Opens a blob sealed for `binding` under any key of the ring.
-    pub fn open(
-        &self,
-        binding: Binding<'_>,
-        blob: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    pub fn open(&self, binding: Binding<'_>, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let (key, nonce, ciphertext) = parse(blob)?;
         let cipher = self.ciphers.get(&key).ok_or(CryptoError::UnknownKey(key))?;
         let aad = binding.aad(key);
         cipher
-            .decrypt(
-                &nonce.into(),
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
+            .decrypt(&nonce.into(), Payload { msg: ciphertext, aad: &aad })
             .map(Zeroizing::new)
             .map_err(|_| CryptoError::Decrypt)
     }

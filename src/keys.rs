@@ -19,9 +19,7 @@ use crate::crypto::{CryptoError, Keyring, MasterKey};
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// `require_env_key` is set and the variable is absent.
-    #[error(
-        "{ENV_MASTER_KEY} is not set and keys.require_env_key = true; generate one with `warden keygen`"
-    )]
+    #[error("{ENV_MASTER_KEY} is not set and keys.require_env_key = true; generate one with `warden keygen`")]
     Missing,
     /// A key in the environment is malformed.
     #[error("{var} is invalid: {source}")]
@@ -59,11 +57,7 @@ pub enum KeySource {
 pub fn load_keyring(config: &KeysConfig) -> Result<(Keyring, KeySource), KeyError> {
     let primary = std::env::var(ENV_MASTER_KEY).ok().map(Zeroizing::new);
     let previous = std::env::var(ENV_PREVIOUS_KEYS).ok().map(Zeroizing::new);
-    keyring_from(
-        config,
-        primary.as_deref().map(String::as_str),
-        previous.as_deref().map(String::as_str),
-    )
+    keyring_from(config, primary.as_deref().map(String::as_str), previous.as_deref().map(String::as_str))
 }
 
 /// Builds the keyring from explicit values (what `load_keyring` read from the environment).
@@ -75,22 +69,14 @@ pub fn keyring_from(
     let older = parse_previous(previous)?;
     match primary.filter(|s| !s.trim().is_empty()) {
         Some(text) => {
-            let key = MasterKey::from_base64(text).map_err(|source| KeyError::Malformed {
-                var: ENV_MASTER_KEY,
-                source,
-            })?;
+            let key =
+                MasterKey::from_base64(text).map_err(|source| KeyError::Malformed { var: ENV_MASTER_KEY, source })?;
             Ok((Keyring::new(&key, &older), KeySource::Environment))
         }
         None if config.require_env_key => Err(KeyError::Missing),
         None => {
             let (key, created) = dev_key(&config.dev_key_file)?;
-            Ok((
-                Keyring::new(&key, &older),
-                KeySource::DevFile {
-                    path: config.dev_key_file.clone(),
-                    created,
-                },
-            ))
+            Ok((Keyring::new(&key, &older), KeySource::DevFile { path: config.dev_key_file.clone(), created }))
         }
     }
 }
@@ -102,51 +88,30 @@ fn parse_previous(previous: Option<&str>) -> Result<Vec<MasterKey>, KeyError> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|text| {
-            MasterKey::from_base64(text).map_err(|source| KeyError::Malformed {
-                var: ENV_PREVIOUS_KEYS,
-                source,
-            })
+            MasterKey::from_base64(text).map_err(|source| KeyError::Malformed { var: ENV_PREVIOUS_KEYS, source })
         })
         .collect()
 }
 
 fn dev_key(path: &Path) -> Result<(MasterKey, bool), KeyError> {
-    let fail = |message: String| KeyError::DevFile {
-        path: path.to_owned(),
-        message,
-    };
+    let fail = |message: String| KeyError::DevFile { path: path.to_owned(), message };
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let text = Zeroizing::new(text);
-            let mode = std::fs::metadata(path)
-                .map_err(|e| fail(e.to_string()))?
-                .permissions()
-                .mode();
+            let mode = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?.permissions().mode();
             if mode & 0o077 != 0 {
-                return Err(fail(format!(
-                    "permissions {:o} are too open; run chmod 600",
-                    mode & 0o777
-                )));
+                return Err(fail(format!("permissions {:o} are too open; run chmod 600", mode & 0o777)));
             }
             let key = MasterKey::from_base64(&text).map_err(|e| fail(e.to_string()))?;
             Ok((key, false))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(|e| fail(e.to_string()))?;
+                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| fail(e.to_string()))?;
             }
             let key = MasterKey::generate().map_err(|e| fail(e.to_string()))?;
             // create_new: if another process won the race, read its key instead of replacing it.
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-            {
+            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
                 Ok(mut file) => {
                     let text = key.to_base64();
                     file.write_all(text.as_bytes())

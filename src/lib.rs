@@ -15,9 +15,14 @@
 //! - [`policy`] — egress and execution policy: which addresses and commands a config may reach.
 //! - [`mcp`] — rmcp connections with a user's credentials (HTTP bearer/headers, stdio env).
 //! - `warden` — [`Warden::start`] and [`WardenHandle`], the embedding API.
+//! - [`client`] — a minimal control-socket client (the CLI uses it).
+//! - [`protocol`] — the control socket's wire format, shared by daemon and clients.
+//! - [`control`] — the Unix control socket server and per-user capabilities.
 //! - [`error`] — the public error and its stable kinds.
 
+pub mod client;
 pub mod config;
+pub mod control;
 pub mod crypto;
 pub mod error;
 pub mod keys;
@@ -25,6 +30,7 @@ pub mod logging;
 pub mod mcp;
 pub mod model;
 pub mod policy;
+pub mod protocol;
 pub mod secret;
 pub mod store;
 mod warden;

@@ -3,15 +3,7 @@
 //! operator asks for, those crates are capped at `info` so no secret reaches a log line.
 
 /// Third-party crates whose verbose levels may carry secrets, capped at `info`.
-const CAPPED: &[&str] = &[
-    "rmcp",
-    "reqwest",
-    "hyper",
-    "hyper_util",
-    "h2",
-    "oauth2",
-    "process_wrap",
-];
+const CAPPED: &[&str] = &["rmcp", "reqwest", "hyper", "hyper_util", "h2", "oauth2", "process_wrap"];
 
 /// The effective filter for `requested`: its directives minus any that would raise a capped
 /// crate, plus `crate=info` for each capped crate.
@@ -22,9 +14,7 @@ pub fn effective_filter(requested: &str) -> String {
         .filter(|d| !d.is_empty())
         .filter(|d| {
             let target = d.split(['=', '[']).next().unwrap_or_default();
-            !CAPPED
-                .iter()
-                .any(|c| target == *c || target.starts_with(&format!("{c}::")))
+            !CAPPED.iter().any(|c| target == *c || target.starts_with(&format!("{c}::")))
         })
         .map(str::to_owned)
         .collect();
@@ -42,10 +32,7 @@ pub fn init(configured: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(effective_filter(&requested))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(effective_filter("info")));
     // A second init (tests) is harmless: the first subscriber stays.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 #[cfg(test)]
@@ -54,15 +41,9 @@ mod tests {
 
     #[test]
     fn caps_secret_bearing_crates() {
-        let f = effective_filter(
-            "trace,rmcp=trace,rmcp::transport::auth=debug,warden=trace,hyper_util::client=trace",
-        );
+        let f = effective_filter("trace,rmcp=trace,rmcp::transport::auth=debug,warden=trace,hyper_util::client=trace");
         assert!(f.starts_with("trace,warden=trace,"));
-        assert!(
-            !f.contains("rmcp=trace")
-                && !f.contains("auth=debug")
-                && !f.contains("hyper_util::client=trace")
-        );
+        assert!(!f.contains("rmcp=trace") && !f.contains("auth=debug") && !f.contains("hyper_util::client=trace"));
         for c in super::CAPPED {
             assert!(f.contains(&format!("{c}=info")));
         }

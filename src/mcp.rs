@@ -14,9 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
 use rmcp::service::{RoleClient, RunningService};
-use rmcp::transport::streamable_http_client::{
-    StreamableHttpClientTransportConfig, StreamableHttpError,
-};
+use rmcp::transport::streamable_http_client::{StreamableHttpClientTransportConfig, StreamableHttpError};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ServiceError, ServiceExt as _};
 use warden_actors::{Connection, ServerHandle};
@@ -59,11 +57,7 @@ impl std::fmt::Debug for McpServer {
 impl McpServer {
     /// A server of `user` configured by `config`.
     pub fn new(user: String, config: ServerConfig, settings: Arc<ConnectSettings>) -> Self {
-        Self {
-            user,
-            config,
-            settings,
-        }
+        Self { user, config, settings }
     }
 
     fn redactor(&self) -> Redactor {
@@ -82,8 +76,7 @@ impl McpServer {
     async fn connect_http(&self, url: &str) -> Result<RunningService<RoleClient, ()>, Error> {
         let (user, server) = (self.user.as_str(), self.config.name.as_str());
         let parsed = url::Url::parse(url).map_err(|e| Error::invalid("transport.url", e))?;
-        let (host, addrs) =
-            policy::resolve_allowed(&self.settings.policy, &parsed, user, server).await?;
+        let (host, addrs) = policy::resolve_allowed(&self.settings.policy, &parsed, user, server).await?;
         let origin = parsed.origin();
         let client = reqwest::Client::builder()
             // Same-origin redirects only: credentials never follow a redirect to another origin.
@@ -99,9 +92,7 @@ impl McpServer {
             .resolve_to_addrs(&host, &addrs)
             .build()
             .map_err(|_| {
-                Error::internal(format!(
-                    "building the HTTP client for server {server} of user {user} failed"
-                ))
+                Error::internal(format!("building the HTTP client for server {server} of user {user} failed"))
             })?;
         let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
         match &self.config.auth {
@@ -113,10 +104,7 @@ impl McpServer {
             }
             ServerAuth::Headers { headers } => config = config.custom_headers(header_map(headers)?),
             ServerAuth::Env { .. } => {
-                return Err(Error::invalid(
-                    "auth",
-                    "env auth applies only to stdio servers",
-                ));
+                return Err(Error::invalid("auth", "env auth applies only to stdio servers"));
             }
             ServerAuth::Oauth(_) => {
                 return Err(Error::new(
@@ -129,11 +117,7 @@ impl McpServer {
         self.initialize(().serve(transport)).await
     }
 
-    async fn connect_stdio(
-        &self,
-        command: &str,
-        args: &[String],
-    ) -> Result<RunningService<RoleClient, ()>, Error> {
+    async fn connect_stdio(&self, command: &str, args: &[String]) -> Result<RunningService<RoleClient, ()>, Error> {
         let (user, server) = (self.user.as_str(), self.config.name.as_str());
         policy::check_command(&self.settings.policy, command)?;
         let mut cmd = tokio::process::Command::new(command);
@@ -151,24 +135,15 @@ impl McpServer {
         let mut wrapped = process_wrap::tokio::CommandWrap::from(cmd);
         // Its own process group, so killing it reaches grandchildren too.
         wrapped.wrap(process_wrap::tokio::ProcessGroup::leader());
-        let (child, _) = TokioChildProcess::builder(wrapped)
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                Error::unreachable(
-                    user,
-                    server,
-                    &format!("its command could not be started ({})", e.kind()),
-                )
-            })?;
+        let (child, _) = TokioChildProcess::builder(wrapped).stderr(Stdio::null()).spawn().map_err(|e| {
+            Error::unreachable(user, server, &format!("its command could not be started ({})", e.kind()))
+        })?;
         self.initialize(().serve(child)).await
     }
 
     async fn initialize<F>(&self, serve: F) -> Result<RunningService<RoleClient, ()>, Error>
     where
-        F: Future<
-            Output = Result<RunningService<RoleClient, ()>, rmcp::service::ClientInitializeError>,
-        >,
+        F: Future<Output = Result<RunningService<RoleClient, ()>, rmcp::service::ClientInitializeError>>,
     {
         let (user, server) = (self.user.as_str(), self.config.name.as_str());
         match tokio::time::timeout(self.settings.connect_timeout, serve).await {
@@ -251,10 +226,7 @@ struct McpConnection {
 #[async_trait]
 impl Connection for McpConnection {
     async fn list_tools(&self) -> Result<Vec<Tool>, Error> {
-        self.running
-            .list_all_tools()
-            .await
-            .map_err(|e| self.classify(&e))
+        self.running.list_all_tools().await.map_err(|e| self.classify(&e))
     }
 
     async fn call_tool(
@@ -265,10 +237,7 @@ impl Connection for McpConnection {
     ) -> Result<CallToolResult, Error> {
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = arguments;
-        self.running
-            .call_tool(params)
-            .await
-            .map_err(|e| self.classify(&e))
+        self.running.call_tool(params).await.map_err(|e| self.classify(&e))
     }
 
     fn is_closed(&self) -> bool {
@@ -288,14 +257,11 @@ impl McpConnection {
                     self.redactor.redact(&data.message)
                 ),
             ),
-            ServiceError::Timeout { .. } => Error::new(
-                ErrorKind::Timeout,
-                format!("server {server} of user {user} did not answer in time"),
-            ),
-            ServiceError::TransportSend(inner) => classify_transport(user, server, inner),
-            ServiceError::TransportClosed => {
-                Error::unreachable(user, server, "the connection closed")
+            ServiceError::Timeout { .. } => {
+                Error::new(ErrorKind::Timeout, format!("server {server} of user {user} did not answer in time"))
             }
+            ServiceError::TransportSend(inner) => classify_transport(user, server, inner),
+            ServiceError::TransportClosed => Error::unreachable(user, server, "the connection closed"),
             _ => Error::unreachable(user, server, "unexpected response"),
         }
     }
@@ -305,9 +271,7 @@ fn classify_init(user: &str, server: &str, e: &rmcp::service::ClientInitializeEr
     use rmcp::service::ClientInitializeError as E;
     match e {
         E::TransportError { error, .. } => classify_transport(user, server, error),
-        E::ConnectionClosed(_) => {
-            Error::unreachable(user, server, "the connection closed during initialization")
-        }
+        E::ConnectionClosed(_) => Error::unreachable(user, server, "the connection closed during initialization"),
         E::JsonRpcError(_) => Error::unreachable(user, server, "it refused to initialize"),
         _ => Error::unreachable(user, server, "initialization failed"),
     }
@@ -327,24 +291,17 @@ fn classify_transport(user: &str, server: &str, e: &(dyn std::error::Error + 'st
             return match http {
                 StreamableHttpError::AuthRequired(_) => rejected("HTTP 401"),
                 StreamableHttpError::InsufficientScope(_) => rejected("HTTP 403"),
-                StreamableHttpError::UnexpectedServerResponse(text)
-                    if text.starts_with("HTTP 401") =>
-                {
+                StreamableHttpError::UnexpectedServerResponse(text) if text.starts_with("HTTP 401") => {
                     rejected("HTTP 401")
                 }
-                StreamableHttpError::UnexpectedServerResponse(text)
-                    if text.starts_with("HTTP 403") =>
-                {
+                StreamableHttpError::UnexpectedServerResponse(text) if text.starts_with("HTTP 403") => {
                     rejected("HTTP 403")
                 }
                 StreamableHttpError::HttpStatus(status) => {
                     Error::unreachable(user, server, &format!("HTTP {}", status.status))
                 }
-                StreamableHttpError::Client(client) => {
-                    Error::unreachable(user, server, reqwest_category(client))
-                }
-                StreamableHttpError::UnexpectedServerResponse(_)
-                | StreamableHttpError::UnexpectedContentType(_) => {
+                StreamableHttpError::Client(client) => Error::unreachable(user, server, reqwest_category(client)),
+                StreamableHttpError::UnexpectedServerResponse(_) | StreamableHttpError::UnexpectedContentType(_) => {
                     Error::unreachable(user, server, "it answered with something other than MCP")
                 }
                 _ => Error::unreachable(user, server, "transport error"),
@@ -381,13 +338,8 @@ mod tests {
 
     #[test]
     fn redactor_scrubs_secrets() {
-        let r = Redactor {
-            secrets: vec![Secret::from("tok-abcdef"), Secret::from("ab")],
-        };
-        assert_eq!(
-            r.redact("bad token tok-abcdef here"),
-            "bad token [REDACTED] here"
-        );
+        let r = Redactor { secrets: vec![Secret::from("tok-abcdef"), Secret::from("ab")] };
+        assert_eq!(r.redact("bad token tok-abcdef here"), "bad token [REDACTED] here");
         assert_eq!(r.redact("ab cd"), "ab cd");
     }
 }

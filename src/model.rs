@@ -44,10 +44,7 @@ pub struct ValidationError {
 impl ValidationError {
     /// A validation error for `field`.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Self { field: field.into(), reason: reason.into() }
     }
 }
 
@@ -61,19 +58,10 @@ impl UserId {
     pub fn parse(id: &str) -> Result<Self, ValidationError> {
         let field = "user";
         if id.is_empty() || id.len() > MAX_USER_ID_LEN {
-            return Err(ValidationError::new(
-                field,
-                format!("must be 1 to {MAX_USER_ID_LEN} bytes"),
-            ));
+            return Err(ValidationError::new(field, format!("must be 1 to {MAX_USER_ID_LEN} bytes")));
         }
-        if !id
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"-_.@:+|=".contains(&c))
-        {
-            return Err(ValidationError::new(
-                field,
-                "may contain only ASCII letters, digits and - _ . @ : + | =",
-            ));
+        if !id.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.@:+|=".contains(&c)) {
+            return Err(ValidationError::new(field, "may contain only ASCII letters, digits and - _ . @ : + | ="));
         }
         Ok(Self(id.to_owned()))
     }
@@ -107,20 +95,10 @@ impl ServerName {
     pub fn parse(name: &str) -> Result<Self, ValidationError> {
         let field = "name";
         if name.is_empty() || name.len() > MAX_SERVER_NAME_LEN {
-            return Err(ValidationError::new(
-                field,
-                format!("must be 1 to {MAX_SERVER_NAME_LEN} bytes"),
-            ));
+            return Err(ValidationError::new(field, format!("must be 1 to {MAX_SERVER_NAME_LEN} bytes")));
         }
-        let first_ok = name
-            .bytes()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-        if !first_ok
-            || !name
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-        {
+        let first_ok = name.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        if !first_ok || !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
             return Err(ValidationError::new(
                 field,
                 "may contain only ASCII letters, digits, - and _, and must start with a letter or digit",
@@ -286,18 +264,12 @@ impl ServerAuth {
             },
         }
         fn expose(m: &BTreeMap<String, Secret>) -> BTreeMap<&str, &str> {
-            m.iter()
-                .map(|(k, v)| (k.as_str(), v.expose_secret()))
-                .collect()
+            m.iter().map(|(k, v)| (k.as_str(), v.expose_secret())).collect()
         }
         let exposed = match self {
             ServerAuth::None => Exposed::None,
-            ServerAuth::Bearer { token } => Exposed::Bearer {
-                token: token.expose_secret(),
-            },
-            ServerAuth::Headers { headers } => Exposed::Headers {
-                headers: expose(headers),
-            },
+            ServerAuth::Bearer { token } => Exposed::Bearer { token: token.expose_secret() },
+            ServerAuth::Headers { headers } => Exposed::Headers { headers: expose(headers) },
             ServerAuth::Env { env } => Exposed::Env { env: expose(env) },
             ServerAuth::Oauth(o) => Exposed::Oauth {
                 client_id: o.client_id.as_deref(),
@@ -315,9 +287,7 @@ impl ServerAuth {
     }
 
     fn size_hint(&self) -> usize {
-        let map_len = |m: &BTreeMap<String, Secret>| {
-            m.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>()
-        };
+        let map_len = |m: &BTreeMap<String, Secret>| m.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>();
         match self {
             ServerAuth::None => 0,
             ServerAuth::Bearer { token } => token.len(),
@@ -359,15 +329,9 @@ impl ServerConfig {
                     ));
                 }
                 if args.len() > MAX_ARGS {
-                    return Err(ValidationError::new(
-                        "transport.args",
-                        format!("at most {MAX_ARGS} arguments"),
-                    ));
+                    return Err(ValidationError::new("transport.args", format!("at most {MAX_ARGS} arguments")));
                 }
-                if args
-                    .iter()
-                    .any(|a| a.len() > MAX_ARG_LEN || a.contains('\0'))
-                {
+                if args.iter().any(|a| a.len() > MAX_ARG_LEN || a.contains('\0')) {
                     return Err(ValidationError::new(
                         "transport.args",
                         format!("each argument must be at most {MAX_ARG_LEN} bytes with no NUL"),
@@ -377,19 +341,13 @@ impl ServerConfig {
         }
         match (&self.auth, &self.transport) {
             (ServerAuth::Env { .. }, Transport::Http { .. }) => {
-                return Err(ValidationError::new(
-                    "auth",
-                    "env auth applies only to stdio servers",
-                ));
+                return Err(ValidationError::new("auth", "env auth applies only to stdio servers"));
             }
             (
                 ServerAuth::Bearer { .. } | ServerAuth::Headers { .. } | ServerAuth::Oauth(_),
                 Transport::Stdio { .. },
             ) => {
-                return Err(ValidationError::new(
-                    "auth",
-                    "stdio servers take env or none auth",
-                ));
+                return Err(ValidationError::new("auth", "stdio servers take env or none auth"));
             }
             _ => {}
         }
@@ -405,13 +363,9 @@ impl ServerConfig {
 
 fn validate_url(field: &str, text: &str, require_https: bool) -> Result<(), ValidationError> {
     if text.len() > MAX_URL_LEN {
-        return Err(ValidationError::new(
-            field,
-            format!("must be at most {MAX_URL_LEN} bytes"),
-        ));
+        return Err(ValidationError::new(field, format!("must be at most {MAX_URL_LEN} bytes")));
     }
-    let url = url::Url::parse(text)
-        .map_err(|e| ValidationError::new(field, format!("not a URL ({e})")))?;
+    let url = url::Url::parse(text).map_err(|e| ValidationError::new(field, format!("not a URL ({e})")))?;
     match url.scheme() {
         "https" => {}
         "http" if !require_https => {}
@@ -423,10 +377,7 @@ fn validate_url(field: &str, text: &str, require_https: bool) -> Result<(), Vali
     }
     if !url.username().is_empty() || url.password().is_some() {
         // Credentials in a URL would be stored in the clear; they belong in `auth`.
-        return Err(ValidationError::new(
-            field,
-            "must not contain user info; put credentials in auth",
-        ));
+        return Err(ValidationError::new(field, "must not contain user info; put credentials in auth"));
     }
     if url.fragment().is_some() {
         return Err(ValidationError::new(field, "must not have a fragment"));
@@ -450,23 +401,15 @@ const RESERVED_HEADERS: &[&str] = &[
 fn validate_headers(headers: &BTreeMap<String, Secret>) -> Result<(), ValidationError> {
     let field = "auth.headers";
     if headers.is_empty() || headers.len() > MAX_ENTRIES {
-        return Err(ValidationError::new(
-            field,
-            format!("must have 1 to {MAX_ENTRIES} headers"),
-        ));
+        return Err(ValidationError::new(field, format!("must have 1 to {MAX_ENTRIES} headers")));
     }
     let mut seen = std::collections::HashSet::new();
     for (name, value) in headers {
         let is_token = !name.is_empty()
             && name.len() <= 128
-            && name
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c));
+            && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c));
         if !is_token {
-            return Err(ValidationError::new(
-                field,
-                format!("header name {name:?} is not a valid HTTP header name"),
-            ));
+            return Err(ValidationError::new(field, format!("header name {name:?} is not a valid HTTP header name")));
         }
         let lower = name.to_ascii_lowercase();
         if RESERVED_HEADERS.contains(&lower.as_str()) {
@@ -476,10 +419,7 @@ fn validate_headers(headers: &BTreeMap<String, Secret>) -> Result<(), Validation
             ));
         }
         if !seen.insert(lower) {
-            return Err(ValidationError::new(
-                field,
-                format!("header {name:?} appears twice"),
-            ));
+            return Err(ValidationError::new(field, format!("header {name:?} appears twice")));
         }
         validate_header_value(&format!("auth.headers.{name}"), value)?;
     }
@@ -488,21 +428,11 @@ fn validate_headers(headers: &BTreeMap<String, Secret>) -> Result<(), Validation
 
 fn validate_header_value(field: &str, value: &Secret) -> Result<(), ValidationError> {
     if value.is_empty() || value.len() > MAX_SECRET_LEN {
-        return Err(ValidationError::new(
-            field,
-            format!("must be 1 to {MAX_SECRET_LEN} bytes"),
-        ));
+        return Err(ValidationError::new(field, format!("must be 1 to {MAX_SECRET_LEN} bytes")));
     }
     // Visible ASCII and spaces/tabs only: no CR/LF (request splitting), no control bytes.
-    if !value
-        .expose_secret()
-        .bytes()
-        .all(|c| c == b'\t' || (b' '..=b'~').contains(&c))
-    {
-        return Err(ValidationError::new(
-            field,
-            "must be printable ASCII with no line breaks",
-        ));
+    if !value.expose_secret().bytes().all(|c| c == b'\t' || (b' '..=b'~').contains(&c)) {
+        return Err(ValidationError::new(field, "must be printable ASCII with no line breaks"));
     }
     Ok(())
 }
@@ -512,32 +442,18 @@ fn env_name_forbidden(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
     upper.starts_with("LD_")
         || upper.starts_with("DYLD_")
-        || [
-            "PATH",
-            "NODE_OPTIONS",
-            "PYTHONPATH",
-            "PYTHONSTARTUP",
-            "BASH_ENV",
-            "ENV",
-        ]
-        .contains(&upper.as_str())
+        || ["PATH", "NODE_OPTIONS", "PYTHONPATH", "PYTHONSTARTUP", "BASH_ENV", "ENV"].contains(&upper.as_str())
 }
 
 fn validate_env(env: &BTreeMap<String, Secret>) -> Result<(), ValidationError> {
     let field = "auth.env";
     if env.is_empty() || env.len() > MAX_ENTRIES {
-        return Err(ValidationError::new(
-            field,
-            format!("must have 1 to {MAX_ENTRIES} variables"),
-        ));
+        return Err(ValidationError::new(field, format!("must have 1 to {MAX_ENTRIES} variables")));
     }
     for (name, value) in env {
         let valid = !name.is_empty()
             && name.len() <= 128
-            && name
-                .bytes()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+            && name.bytes().next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
             && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
         if !valid {
             return Err(ValidationError::new(
@@ -546,10 +462,7 @@ fn validate_env(env: &BTreeMap<String, Secret>) -> Result<(), ValidationError> {
             ));
         }
         if env_name_forbidden(name) {
-            return Err(ValidationError::new(
-                field,
-                format!("variable {name:?} may not be set by a user config"),
-            ));
+            return Err(ValidationError::new(field, format!("variable {name:?} may not be set by a user config")));
         }
         if value.len() > MAX_SECRET_LEN || value.expose_secret().contains('\0') {
             return Err(ValidationError::new(
@@ -565,46 +478,29 @@ fn validate_oauth(o: &OAuthSettings) -> Result<(), ValidationError> {
     if let Some(id) = &o.client_id
         && (id.is_empty() || id.len() > 512 || id.chars().any(char::is_control))
     {
-        return Err(ValidationError::new(
-            "auth.client_id",
-            "must be 1 to 512 characters with no control characters",
-        ));
+        return Err(ValidationError::new("auth.client_id", "must be 1 to 512 characters with no control characters"));
     }
     if let Some(secret) = &o.client_secret {
         if o.client_id.is_none() {
-            return Err(ValidationError::new(
-                "auth.client_secret",
-                "needs a client_id",
-            ));
+            return Err(ValidationError::new("auth.client_secret", "needs a client_id"));
         }
         if secret.is_empty() || secret.len() > MAX_SECRET_LEN {
-            return Err(ValidationError::new(
-                "auth.client_secret",
-                format!("must be 1 to {MAX_SECRET_LEN} bytes"),
-            ));
+            return Err(ValidationError::new("auth.client_secret", format!("must be 1 to {MAX_SECRET_LEN} bytes")));
         }
     }
     if let Some(url) = &o.client_metadata_url {
         validate_url("auth.client_metadata_url", url, true)?;
     }
     if o.scopes.len() > MAX_SCOPES {
-        return Err(ValidationError::new(
-            "auth.scopes",
-            format!("at most {MAX_SCOPES} scopes"),
-        ));
+        return Err(ValidationError::new("auth.scopes", format!("at most {MAX_SCOPES} scopes")));
     }
     for scope in &o.scopes {
         // RFC 6749 scope-token: %x21 / %x23-5B / %x5D-7E.
         let ok = !scope.is_empty()
             && scope.len() <= 256
-            && scope
-                .bytes()
-                .all(|c| c == 0x21 || (0x23..=0x5b).contains(&c) || (0x5d..=0x7e).contains(&c));
+            && scope.bytes().all(|c| c == 0x21 || (0x23..=0x5b).contains(&c) || (0x5d..=0x7e).contains(&c));
         if !ok {
-            return Err(ValidationError::new(
-                "auth.scopes",
-                format!("{scope:?} is not a valid scope token"),
-            ));
+            return Err(ValidationError::new("auth.scopes", format!("{scope:?} is not a valid scope token")));
         }
     }
     Ok(())

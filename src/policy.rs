@@ -86,10 +86,7 @@ pub async fn resolve_allowed(
     user: &str,
     server: &str,
 ) -> Result<(String, Vec<SocketAddr>), Error> {
-    let host = url
-        .host_str()
-        .ok_or_else(|| Error::invalid("transport.url", "has no host"))?
-        .to_owned();
+    let host = url.host_str().ok_or_else(|| Error::invalid("transport.url", "has no host"))?.to_owned();
     let port = url.port_or_known_default().unwrap_or(443);
     let addrs: Vec<SocketAddr> = match url.host() {
         Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
@@ -100,11 +97,7 @@ pub async fn resolve_allowed(
             .collect(),
     };
     if addrs.is_empty() {
-        return Err(Error::unreachable(
-            user,
-            server,
-            "its host name does not resolve",
-        ));
+        return Err(Error::unreachable(user, server, "its host name does not resolve"));
     }
     if let Some(bad) = addrs.iter().find(|a| !address_allowed(policy, a.ip())) {
         return Err(Error::invalid(
@@ -124,10 +117,7 @@ pub fn check_command(policy: &PolicyConfig, command: &str) -> Result<(), Error> 
     if policy.stdio_allowed_commands.iter().any(|c| c == command) {
         Ok(())
     } else {
-        Err(Error::invalid(
-            "transport.command",
-            format!("{command:?} is not in policy.stdio_allowed_commands"),
-        ))
+        Err(Error::invalid("transport.command", format!("{command:?} is not in policy.stdio_allowed_commands")))
     }
 }
 
@@ -213,10 +203,7 @@ mod tests {
         let url = url::Url::parse("http://localhost:1/mcp").unwrap();
         let err = resolve_allowed(&p, &url, "u", "s").await.unwrap_err();
         assert_eq!(err.kind(), crate::error::ErrorKind::InvalidRequest);
-        let allow = PolicyConfig {
-            allow_loopback: true,
-            ..PolicyConfig::default()
-        };
+        let allow = PolicyConfig { allow_loopback: true, ..PolicyConfig::default() };
         let (host, addrs) = resolve_allowed(&allow, &url, "u", "s").await.unwrap();
         assert_eq!(host, "localhost");
         assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 1));

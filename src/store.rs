@@ -131,21 +131,14 @@ pub struct MCPCredentialStore {
 #[allow(clippy::missing_fields_in_debug)]
 impl std::fmt::Debug for MCPCredentialStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MCPCredentialStore")
-            .field("backend", &self.backend())
-            .field("keyring", &self.keyring)
-            .finish()
+        f.debug_struct("MCPCredentialStore").field("backend", &self.backend()).field("keyring", &self.keyring).finish()
     }
 }
 
 impl MCPCredentialStore {
     /// Opens `url` (`sqlite:PATH` or `postgres://...`) and applies the embedded migrations.
     /// A SQLite file and its directory (0700) are created if missing.
-    pub async fn connect(
-        url: &str,
-        max_connections: u32,
-        keyring: Arc<Keyring>,
-    ) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, max_connections: u32, keyring: Arc<Keyring>) -> Result<Self, StoreError> {
         let db = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -153,21 +146,11 @@ impl MCPCredentialStore {
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
             let path = options.get_filename();
-            if let Some(dir) = path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-            {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
                 use std::os::unix::fs::DirBuilderExt as _;
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(sqlx::Error::Io)?;
+                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(sqlx::Error::Io)?;
             }
-            let pool = SqlitePoolOptions::new()
-                .max_connections(max_connections)
-                .connect_with(options)
-                .await?;
+            let pool = SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
             SQLITE_MIGRATIONS.run(&pool).await?;
             Db::Sqlite(pool)
         } else {
@@ -198,10 +181,7 @@ impl MCPCredentialStore {
     /// The same store with another keyring (used after rotation, and by tests).
     #[must_use]
     pub fn with_keyring(&self, keyring: Arc<Keyring>) -> Self {
-        Self {
-            db: self.db.clone(),
-            keyring,
-        }
+        Self { db: self.db.clone(), keyring }
     }
 
     /// The statement that opens a writing transaction. SQLite needs `BEGIN IMMEDIATE`: a

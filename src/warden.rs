@@ -9,8 +9,7 @@ use ractor::{Actor, ActorRef, RpcReplyPort};
 use rmcp::model::{CallToolResult, JsonObject};
 use serde::Serialize;
 use warden_actors::{
-    CallRequest, Registry, RegistryArgs, RegistryMsg, ServerHandle, SessionMsg, SessionPolicy,
-    ToolList, UserLoader,
+    CallRequest, Registry, RegistryArgs, RegistryMsg, ServerHandle, SessionMsg, SessionPolicy, ToolList, UserLoader,
 };
 
 use crate::config::Config;
@@ -47,9 +46,7 @@ struct Inner {
 
 impl std::fmt::Debug for WardenHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WardenHandle")
-            .field("store", &self.inner.store)
-            .finish_non_exhaustive()
+        f.debug_struct("WardenHandle").field("store", &self.inner.store).finish_non_exhaustive()
     }
 }
 
@@ -90,11 +87,7 @@ impl UserLoader for StoreLoader {
         Ok(servers
             .into_iter()
             .map(|s| {
-                Arc::new(McpServer::new(
-                    user.to_owned(),
-                    s.config,
-                    self.settings.clone(),
-                )) as Arc<dyn ServerHandle>
+                Arc::new(McpServer::new(user.to_owned(), s.config, self.settings.clone())) as Arc<dyn ServerHandle>
             })
             .collect())
     }
@@ -106,20 +99,14 @@ impl Warden {
     pub async fn start(config: Config) -> Result<Warden, Error> {
         let (keyring, _) = crate::keys::load_keyring(&config.keys)
             .map_err(|e| Error::new(ErrorKind::InvalidRequest, e.to_string()))?;
-        let store = MCPCredentialStore::connect(
-            &config.database.url,
-            config.database.max_connections,
-            Arc::new(keyring),
-        )
-        .await?;
+        let store =
+            MCPCredentialStore::connect(&config.database.url, config.database.max_connections, Arc::new(keyring))
+                .await?;
         Self::start_with_store(config, store).await
     }
 
     /// Starts warden over an open store.
-    pub async fn start_with_store(
-        config: Config,
-        store: MCPCredentialStore,
-    ) -> Result<Warden, Error> {
+    pub async fn start_with_store(config: Config, store: MCPCredentialStore) -> Result<Warden, Error> {
         let config = Arc::new(config);
         let settings = Arc::new(ConnectSettings {
             connect_timeout: Duration::from_millis(config.sessions.connect_timeout_ms),
@@ -133,24 +120,12 @@ impl Warden {
             restart_window: Duration::from_secs(config.sessions.restart_window_s),
             list_timeout: config.sessions.call_timeout(),
         };
-        let loader = Arc::new(StoreLoader {
-            store: store.clone(),
-            settings,
-        });
-        let (registry, registry_task) =
-            Actor::spawn(None, Registry, RegistryArgs { loader, policy })
-                .await
-                .map_err(|e| Error::internal(format!("starting the registry failed: {e}")))?;
-        let inner = Arc::new(Inner {
-            store,
-            registry,
-            config,
-            closing: AtomicBool::new(false),
-        });
-        Ok(Warden {
-            handle: WardenHandle { inner },
-            registry_task,
-        })
+        let loader = Arc::new(StoreLoader { store: store.clone(), settings });
+        let (registry, registry_task) = Actor::spawn(None, Registry, RegistryArgs { loader, policy })
+            .await
+            .map_err(|e| Error::internal(format!("starting the registry failed: {e}")))?;
+        let inner = Arc::new(Inner { store, registry, config, closing: AtomicBool::new(false) });
+        Ok(Warden { handle: WardenHandle { inner }, registry_task })
     }
 
     /// A handle for callers.
@@ -236,36 +211,20 @@ impl WardenHandle {
                 format!("must be between 1 and {} ms", MAX_CALL_TIMEOUT.as_millis()),
             ));
         }
-        let request = CallRequest {
-            server: server.to_owned(),
-            tool: tool.to_owned(),
-            arguments,
-            timeout,
-        };
-        self.ask(user, |reply| SessionMsg::Call(request, reply), timeout)
-            .await
-            .map_err(|e| match e.kind() {
-                // The handle's own wait ran out: report it as the call's timeout.
-                ErrorKind::Timeout if e.message().starts_with("no answer") => {
-                    Error::timeout(user, server, timeout)
-                }
-                _ => e,
-            })
+        let request = CallRequest { server: server.to_owned(), tool: tool.to_owned(), arguments, timeout };
+        self.ask(user, |reply| SessionMsg::Call(request, reply), timeout).await.map_err(|e| match e.kind() {
+            // The handle's own wait ran out: report it as the call's timeout.
+            ErrorKind::Timeout if e.message().starts_with("no answer") => Error::timeout(user, server, timeout),
+            _ => e,
+        })
     }
 
     /// Stops `user`'s session now (dropping its credentials and connections); returns whether
     /// one was running. Also clears a failed mark.
     pub async fn stop_session(&self, user: &str) -> Result<bool, Error> {
         UserId::parse(user)?;
-        ractor::call_t!(
-            self.inner.registry,
-            |reply| RegistryMsg::Stop {
-                user: user.to_owned(),
-                reply
-            },
-            5000
-        )
-        .map_err(|_| Error::internal("the registry did not answer"))
+        ractor::call_t!(self.inner.registry, |reply| RegistryMsg::Stop { user: user.to_owned(), reply }, 5000)
+            .map_err(|_| Error::internal("the registry did not answer"))
     }
 
     /// Counts of sessions, connections and grants.
@@ -277,10 +236,7 @@ impl WardenHandle {
             connections: registry.connections,
             in_flight: registry.in_flight,
             failed_sessions: registry.failed,
-            grants: GrantCounts {
-                active,
-                reauthorization_required,
-            },
+            grants: GrantCounts { active, reauthorization_required },
         })
     }
 
@@ -314,9 +270,7 @@ impl WardenHandle {
 
     fn invalidate(&self, user: &str) {
         // If the registry is gone there is no session to invalidate.
-        drop(self.inner.registry.send_message(RegistryMsg::Invalidate {
-            user: user.to_owned(),
-        }));
+        drop(self.inner.registry.send_message(RegistryMsg::Invalidate { user: user.to_owned() }));
     }
 
     /// Sends a request to `user`'s session through the registry and waits for the answer.
@@ -327,22 +281,14 @@ impl WardenHandle {
         wait: Duration,
     ) -> Result<T, Error> {
         let (tx, rx) = ractor::concurrency::oneshot();
-        let msg = RegistryMsg::Route {
-            user: user.to_owned(),
-            msg: make(tx.into()),
-        };
+        let msg = RegistryMsg::Route { user: user.to_owned(), msg: make(tx.into()) };
         if self.inner.registry.send_message(msg).is_err() {
             return Err(Error::internal("the registry is not running"));
         }
         match tokio::time::timeout(wait + REPLY_GRACE, rx).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::internal(format!(
-                "the session of user {user} stopped before answering"
-            ))),
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!("no answer from the session of user {user}"),
-            )),
+            Ok(Err(_)) => Err(Error::internal(format!("the session of user {user} stopped before answering"))),
+            Err(_) => Err(Error::new(ErrorKind::Timeout, format!("no answer from the session of user {user}"))),
         }
     }
 }

@@ -74,11 +74,7 @@ pub struct Error {
 impl Error {
     /// An error of `kind` with `message`. The message must not contain a secret.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-            authorization_url: None,
-        }
+        Self { kind, message: message.into(), authorization_url: None }
     }
 
     /// Attaches the authorization URL the user should open.
@@ -105,10 +101,7 @@ impl Error {
 
     /// `invalid_request` for a field.
     pub fn invalid(field: &str, reason: impl fmt::Display) -> Self {
-        Self::new(
-            ErrorKind::InvalidRequest,
-            format!("invalid {field}: {reason}"),
-        )
+        Self::new(ErrorKind::InvalidRequest, format!("invalid {field}: {reason}"))
     }
 
     /// `internal` with a message.
@@ -118,46 +111,32 @@ impl Error {
 
     /// `no_tools_available` for `user`.
     pub fn no_tools(user: &str) -> Self {
-        Self::new(
-            ErrorKind::NoToolsAvailable,
-            format!("user {user} has no MCP servers configured"),
-        )
+        Self::new(ErrorKind::NoToolsAvailable, format!("user {user} has no MCP servers configured"))
     }
 
     /// `unknown_server` for (user, server).
     pub fn unknown_server(user: &str, server: &str) -> Self {
-        Self::new(
-            ErrorKind::UnknownServer,
-            format!("user {user} has no server named {server}"),
-        )
+        Self::new(ErrorKind::UnknownServer, format!("user {user} has no server named {server}"))
     }
 
     /// `timeout` for a call to (user, server) that ran past `after`.
     pub fn timeout(user: &str, server: &str, after: std::time::Duration) -> Self {
         Self::new(
             ErrorKind::Timeout,
-            format!(
-                "call to server {server} of user {user} did not finish within {} ms",
-                after.as_millis()
-            ),
+            format!("call to server {server} of user {user} did not finish within {} ms", after.as_millis()),
         )
     }
 
     /// `server_unreachable` for (user, server); `why` is a short category, never upstream text.
     pub fn unreachable(user: &str, server: &str, why: &str) -> Self {
-        Self::new(
-            ErrorKind::ServerUnreachable,
-            format!("server {server} of user {user} is unreachable: {why}"),
-        )
+        Self::new(ErrorKind::ServerUnreachable, format!("server {server} of user {user} is unreachable: {why}"))
     }
 
     /// Whether a connection that produced this error should be dropped and reopened.
     pub fn breaks_connection(&self) -> bool {
         matches!(
             self.kind,
-            ErrorKind::ServerUnreachable
-                | ErrorKind::CredentialsRejected
-                | ErrorKind::AuthorizationRequired
+            ErrorKind::ServerUnreachable | ErrorKind::CredentialsRejected | ErrorKind::AuthorizationRequired
         )
     }
 }

@@ -16,9 +16,7 @@ pub mod error;
 pub mod registry;
 pub mod session;
 
-pub use backend::{
-    CallRequest, Connection, ServerHandle, ServerTool, ToolList, UnavailableServer, UserLoader,
-};
+pub use backend::{CallRequest, Connection, ServerHandle, ServerTool, ToolList, UnavailableServer, UserLoader};
 pub use error::{Error, ErrorKind};
 pub use registry::{Registry, RegistryArgs, RegistryMsg, RegistryStatus, SessionPolicy};
 pub use session::{SessionMsg, UserSession};

@@ -16,9 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ractor::{
-    Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent,
-};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent};
 use tokio::time::Instant;
 
 use crate::backend::UserLoader;
@@ -125,11 +123,7 @@ pub struct RegistryState {
 }
 
 impl RegistryState {
-    async fn spawn(
-        &mut self,
-        myself: &ActorRef<RegistryMsg>,
-        user: &str,
-    ) -> Result<&mut Entry, Error> {
+    async fn spawn(&mut self, myself: &ActorRef<RegistryMsg>, user: &str) -> Result<&mut Entry, Error> {
         let counters = Arc::new(SessionCounters::default());
         let args = SessionArgs {
             user: user.to_owned(),
@@ -139,30 +133,16 @@ impl RegistryState {
         };
         let (actor, _) = Actor::spawn_linked(None, UserSession, args, myself.get_cell())
             .await
-            .map_err(|e| {
-                Error::internal(format!("starting the session of user {user} failed: {e}"))
-            })?;
+            .map_err(|e| Error::internal(format!("starting the session of user {user} failed: {e}")))?;
         self.owners.insert(actor.get_id(), user.to_owned());
-        let entry = Entry {
-            actor,
-            counters,
-            last_used: Instant::now(),
-        };
-        Ok(self
-            .sessions
-            .entry(user.to_owned())
-            .insert_entry(entry)
-            .into_mut())
+        let entry = Entry { actor, counters, last_used: Instant::now() };
+        Ok(self.sessions.entry(user.to_owned()).insert_entry(entry).into_mut())
     }
 
     /// Forgets a session that ended; returns its user.
     fn forget(&mut self, id: ActorId) -> Option<String> {
         let user = self.owners.remove(&id)?;
-        if self
-            .sessions
-            .get(&user)
-            .is_some_and(|e| e.actor.get_id() == id)
-        {
+        if self.sessions.get(&user).is_some_and(|e| e.actor.get_id() == id) {
             self.sessions.remove(&user);
         }
         Some(user)
@@ -203,9 +183,7 @@ impl RegistryState {
                 Ok(()) | Err(_) => return,
             }
         }
-        msg.fail(Error::internal(format!(
-            "the session of user {user} could not be started"
-        )));
+        msg.fail(Error::internal(format!("the session of user {user} could not be started")));
     }
 }
 
@@ -265,11 +243,8 @@ impl Actor for Registry {
                 drop(reply.send(running.is_some()));
             }
             RegistryMsg::Status(reply) => {
-                let mut status = RegistryStatus {
-                    sessions: state.sessions.len(),
-                    failed: state.failed.len(),
-                    ..Default::default()
-                };
+                let mut status =
+                    RegistryStatus { sessions: state.sessions.len(), failed: state.failed.len(), ..Default::default() };
                 for entry in state.sessions.values() {
                     status.connections += entry.counters.connections.load(Ordering::Relaxed);
                     status.in_flight += entry.counters.in_flight.load(Ordering::Relaxed);
@@ -288,8 +263,7 @@ impl Actor for Registry {
                     .sessions
                     .iter()
                     .filter(|(_, e)| {
-                        now.duration_since(e.last_used) >= idle
-                            && e.counters.in_flight.load(Ordering::Relaxed) == 0
+                        now.duration_since(e.last_used) >= idle && e.counters.in_flight.load(Ordering::Relaxed) == 0
                     })
                     .map(|(user, _)| user.clone())
                     .collect();
@@ -324,10 +298,7 @@ impl Actor for Registry {
                     let window = state.policy.restart_window;
                     let failures = state.failures.entry(user.clone()).or_default();
                     failures.push_back(now);
-                    while failures
-                        .front()
-                        .is_some_and(|t| now.duration_since(*t) > window)
-                    {
+                    while failures.front().is_some_and(|t| now.duration_since(*t) > window) {
                         failures.pop_front();
                     }
                     let count = failures.len();

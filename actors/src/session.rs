@@ -19,9 +19,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rmcp::model::CallToolResult;
 use tokio::task::JoinSet;
 
-use crate::backend::{
-    CallRequest, Connection, ServerHandle, ServerTool, ToolList, UnavailableServer, UserLoader,
-};
+use crate::backend::{CallRequest, Connection, ServerHandle, ServerTool, ToolList, UnavailableServer, UserLoader};
 use crate::error::{Error, ErrorKind};
 
 /// Counters a session shares with the registry for status and idle eviction.
@@ -109,9 +107,7 @@ impl Slot {
 
     async fn call(&self, request: CallRequest) -> Result<CallToolResult, Error> {
         let conn = self.connection().await?;
-        let result = conn
-            .call_tool(&request.tool, request.arguments, request.timeout)
-            .await;
+        let result = conn.call_tool(&request.tool, request.arguments, request.timeout).await;
         if let Err(e) = &result
             && e.breaks_connection()
         {
@@ -245,11 +241,10 @@ impl Actor for UserSession {
                         let me = myself.clone();
                         state.tasks.spawn(async move {
                             let (server, timeout) = (request.server.clone(), request.timeout);
-                            let result =
-                                match tokio::time::timeout(timeout, slot.call(request)).await {
-                                    Ok(result) => result,
-                                    Err(_) => Err(Error::timeout(&slot.user, &server, timeout)),
-                                };
+                            let result = match tokio::time::timeout(timeout, slot.call(request)).await {
+                                Ok(result) => result,
+                                Err(_) => Err(Error::timeout(&slot.user, &server, timeout)),
+                            };
                             drop(reply.send(result));
                             // In-flight drops before Done, so Done sees the count without this task.
                             drop(guard);
@@ -262,8 +257,7 @@ impl Actor for UserSession {
             SessionMsg::ListTools(reply) => match state.servers_for(None).await {
                 Ok(slots) => {
                     let guard = InFlight::new(&state.counters);
-                    let (user, list_timeout, me) =
-                        (state.user.clone(), state.list_timeout, myself.clone());
+                    let (user, list_timeout, me) = (state.user.clone(), state.list_timeout, myself.clone());
                     state.tasks.spawn(async move {
                         drop(reply.send(list_all(&user, slots, list_timeout).await));
                         drop(guard);
@@ -293,22 +287,16 @@ impl SessionState {
         }
         match server {
             None => Ok(servers.values().cloned().collect()),
-            Some(name) => servers
-                .get(name)
-                .map(|slot| vec![slot.clone()])
-                .ok_or_else(|| Error::unknown_server(&user, name)),
+            Some(name) => {
+                servers.get(name).map(|slot| vec![slot.clone()]).ok_or_else(|| Error::unknown_server(&user, name))
+            }
         }
     }
 
     /// Answers a request that cannot run. A user with no servers keeps no session: any id can
     /// be asked about, and sessions for ids that will never have tools would only cost memory
     /// until eviction.
-    fn refuse<T>(
-        &self,
-        myself: &ActorRef<SessionMsg>,
-        error: Error,
-        reply: RpcReplyPort<Result<T, Error>>,
-    ) {
+    fn refuse<T>(&self, myself: &ActorRef<SessionMsg>, error: Error, reply: RpcReplyPort<Result<T, Error>>) {
         let unconfigured = error.kind() == ErrorKind::NoToolsAvailable;
         drop(reply.send(Err(error)));
         if unconfigured && self.counters.in_flight.load(Ordering::Relaxed) == 0 {
@@ -319,11 +307,7 @@ impl SessionState {
 
 /// Lists every server's tools concurrently. If every server failed, the first failure is the
 /// answer (it may carry an authorization URL); otherwise failures are listed as unavailable.
-async fn list_all(
-    user: &str,
-    slots: Vec<Arc<Slot>>,
-    list_timeout: Duration,
-) -> Result<ToolList, Error> {
+async fn list_all(user: &str, slots: Vec<Arc<Slot>>, list_timeout: Duration) -> Result<ToolList, Error> {
     let results = futures::future::join_all(slots.iter().map(|slot| async move {
         let server = slot.handle.name().to_owned();
         let result = match tokio::time::timeout(list_timeout, slot.list()).await {
@@ -336,10 +320,7 @@ async fn list_all(
     let mut list = ToolList::default();
     for (server, result) in results {
         match result {
-            Ok(tools) => list.tools.extend(tools.into_iter().map(|tool| ServerTool {
-                server: server.clone(),
-                tool,
-            })),
+            Ok(tools) => list.tools.extend(tools.into_iter().map(|tool| ServerTool { server: server.clone(), tool })),
             Err(error) => list.unavailable.push(UnavailableServer { server, error }),
         }
     }

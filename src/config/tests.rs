@@ -4,8 +4,7 @@ use super::*;
 /// it names every setting there is (so a new setting cannot go undocumented).
 #[test]
 fn shipped_config_matches_defaults() {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
     let shipped = Config::from_toml(&text).unwrap();
     assert_eq!(format!("{shipped:?}"), format!("{:?}", Config::default()));
     let file: toml::Table = toml::from_str(&text).unwrap();
@@ -14,10 +13,7 @@ fn shipped_config_matches_defaults() {
     for (section, keys) in &defaults {
         for key in keys.as_table().unwrap().keys() {
             settings += 1;
-            assert!(
-                file.get(section).and_then(|s| s.get(key)).is_some(),
-                "config.toml lacks {section}.{key}"
-            );
+            assert!(file.get(section).and_then(|s| s.get(key)).is_some(), "config.toml lacks {section}.{key}");
         }
     }
     assert!(settings > 20, "enumerated {settings} settings");
@@ -40,22 +36,12 @@ fn values_are_checked() {
 fn relative_paths_resolve_against_the_config_dir() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
-        "[database]\nurl = \"sqlite:db/w.db?mode=rwc\"\n[keys]\ndev_key_file = \"k/key\"\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "[database]\nurl = \"sqlite:db/w.db?mode=rwc\"\n[keys]\ndev_key_file = \"k/key\"\n").unwrap();
     let c = Config::load(Some(&path)).unwrap();
     assert_eq!(c.keys.dev_key_file, dir.path().join("k/key"));
-    assert_eq!(
-        c.control.socket_path,
-        dir.path().join("data/run/warden.sock")
-    );
+    assert_eq!(c.control.socket_path, dir.path().join("data/run/warden.sock"));
     if std::env::var(ENV_DATABASE_URL).is_err() {
-        assert_eq!(
-            c.database.url,
-            format!("sqlite:{}?mode=rwc", dir.path().join("db/w.db").display())
-        );
+        assert_eq!(c.database.url, format!("sqlite:{}?mode=rwc", dir.path().join("db/w.db").display()));
     }
 }
 

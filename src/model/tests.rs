@@ -2,13 +2,7 @@ use super::*;
 
 #[test]
 fn user_ids() {
-    for ok in [
-        "alice",
-        "user@example.com",
-        "auth0|abc123",
-        "a:b+c=d",
-        &"x".repeat(256),
-    ] {
+    for ok in ["alice", "user@example.com", "auth0|abc123", "a:b+c=d", &"x".repeat(256)] {
         assert!(UserId::parse(ok).is_ok(), "{ok}");
     }
     for bad in ["", "a b", "a/b", "é", "a\0", &"x".repeat(257)] {
@@ -37,11 +31,8 @@ fn auth_json_round_trips_and_debug_redacts() {
         }
         other => panic!("{other:?}"),
     }
-    let err = serde_json::from_str::<ServerAuth>(r#"{"type":"bearer","token":"t","extra":1}"#)
-        .unwrap_err();
+    let err = serde_json::from_str::<ServerAuth>(r#"{"type":"bearer","token":"t","extra":1}"#).unwrap_err();
     assert!(err.to_string().contains("extra"));
-    let err =
-        serde_json::from_str::<ServerAuth>(r#"{"type":"bearer","token":"canary-2","nope":1}"#)
-            .unwrap_err();
+    let err = serde_json::from_str::<ServerAuth>(r#"{"type":"bearer","token":"canary-2","nope":1}"#).unwrap_err();
     assert!(!err.to_string().contains("canary-2"), "{err}");
 }

@@ -74,11 +74,7 @@ impl MCPCredentialStore {
     }
 
     /// The most recent `limit` events of `user`, oldest first.
-    pub async fn audit_events(
-        &self,
-        user: &str,
-        limit: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
+    pub async fn audit_events(&self, user: &str, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
         let user = UserId::parse(user)?;
         let mut rows: Vec<AuditRecord> = on_db!(self.db(), pool => {
             sqlx::query_as("SELECT at, user_id, server, event, detail FROM audit_events WHERE user_id = $1 ORDER BY id DESC LIMIT $2")

@@ -32,9 +32,7 @@ impl GrantStatus {
         match text {
             "active" => Ok(GrantStatus::Active),
             "reauthorization_required" => Ok(GrantStatus::ReauthorizationRequired),
-            _ => Err(StoreError::Corrupt {
-                what: "grant status",
-            }),
+            _ => Err(StoreError::Corrupt { what: "grant status" }),
         }
     }
 }
@@ -124,12 +122,7 @@ impl MCPCredentialStore {
         });
         let Some(row) = row else { return Ok(None) };
         Ok(Some(Grant {
-            tokens: self.open(
-                Purpose::GrantTokens,
-                user.as_str(),
-                server.as_str(),
-                &row.tokens_sealed,
-            )?,
+            tokens: self.open(Purpose::GrantTokens, user.as_str(), server.as_str(), &row.tokens_sealed)?,
             expires_at: row.expires_at,
             generation: row.generation,
             status: GrantStatus::parse(&row.status)?,
@@ -149,12 +142,7 @@ impl MCPCredentialStore {
         expect: Expect,
     ) -> Result<i64, StoreError> {
         let (user, server) = (UserId::parse(user)?, ServerName::parse(server)?);
-        let sealed = self.seal(
-            Purpose::GrantTokens,
-            user.as_str(),
-            server.as_str(),
-            write.tokens,
-        )?;
+        let sealed = self.seal(Purpose::GrantTokens, user.as_str(), server.as_str(), write.tokens)?;
         let key_id = key_id_column(self.keyring().primary());
         let now = now_unix();
         let (u, s) = (user.as_str(), server.as_str());
@@ -196,11 +184,7 @@ impl MCPCredentialStore {
             }
             generation
         });
-        generation.ok_or_else(|| StoreError::Conflict {
-            what: "grant",
-            user: u.to_owned(),
-            server: s.to_owned(),
-        })
+        generation.ok_or_else(|| StoreError::Conflict { what: "grant", user: u.to_owned(), server: s.to_owned() })
     }
 
     /// Marks the grant as needing re-authorization, but only if it is still at `generation`:
@@ -251,13 +235,20 @@ impl MCPCredentialStore {
         });
         Ok(rows
             .into_iter()
-            .map(|(user, server, expires_at, generation)| GrantSchedule {
-                user,
-                server,
-                expires_at,
-                generation,
-            })
+            .map(|(user, server, expires_at, generation)| GrantSchedule { user, server, expires_at, generation })
             .collect())
+    }
+
+    /// The status of each of `user`'s grants, by server (nothing is opened).
+    pub async fn grant_statuses(
+        &self,
+        user: &str,
+    ) -> Result<std::collections::HashMap<String, GrantStatus>, StoreError> {
+        let user = UserId::parse(user)?;
+        let rows: Vec<(String, String)> = on_db!(self.db(), pool => {
+            sqlx::query_as("SELECT server, status FROM grants WHERE user_id = $1").bind(user.as_str()).fetch_all(pool).await?
+        });
+        rows.into_iter().map(|(server, status)| Ok((server, GrantStatus::parse(&status)?))).collect()
     }
 
     /// Counts grants by status: (active, reauthorization required).
@@ -265,14 +256,7 @@ impl MCPCredentialStore {
         let rows: Vec<(String, i64)> = on_db!(self.db(), pool => {
             sqlx::query_as("SELECT status, COUNT(*) FROM grants GROUP BY status").fetch_all(pool).await?
         });
-        let count = |status: GrantStatus| {
-            rows.iter()
-                .find(|(s, _)| s == status.as_str())
-                .map_or(0, |(_, n)| *n)
-        };
-        Ok((
-            count(GrantStatus::Active),
-            count(GrantStatus::ReauthorizationRequired),
-        ))
+        let count = |status: GrantStatus| rows.iter().find(|(s, _)| s == status.as_str()).map_or(0, |(_, n)| *n);
+        Ok((count(GrantStatus::Active), count(GrantStatus::ReauthorizationRequired)))
     }
 }

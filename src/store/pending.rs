@@ -45,12 +45,7 @@ impl MCPCredentialStore {
         expires_at: i64,
     ) -> Result<(), StoreError> {
         let (user, server) = (UserId::parse(user)?, ServerName::parse(server)?);
-        let sealed = self.seal(
-            Purpose::PendingAuthorization,
-            user.as_str(),
-            server.as_str(),
-            payload,
-        )?;
+        let sealed = self.seal(Purpose::PendingAuthorization, user.as_str(), server.as_str(), payload)?;
         let hash = sha256_hex(state.as_bytes());
         let key_id = key_id_column(self.keyring().primary());
         on_db!(self.db(), pool => {
@@ -66,10 +61,7 @@ impl MCPCredentialStore {
     }
 
     /// Reads the pending authorization for `state` without removing it.
-    pub async fn load_pending(
-        &self,
-        state: &str,
-    ) -> Result<Option<PendingAuthorization>, StoreError> {
+    pub async fn load_pending(&self, state: &str) -> Result<Option<PendingAuthorization>, StoreError> {
         let hash = sha256_hex(state.as_bytes());
         let row: Option<(String, String, Vec<u8>, i64)> = on_db!(self.db(), pool => {
             sqlx::query_as("SELECT user_id, server, sealed, expires_at FROM pending_authorizations WHERE state_hash = $1")
@@ -80,10 +72,7 @@ impl MCPCredentialStore {
 
     /// Removes and returns the pending authorization for `state`; one that has expired is
     /// removed and reported as absent. Each state can be taken once.
-    pub async fn take_pending(
-        &self,
-        state: &str,
-    ) -> Result<Option<PendingAuthorization>, StoreError> {
+    pub async fn take_pending(&self, state: &str) -> Result<Option<PendingAuthorization>, StoreError> {
         let hash = sha256_hex(state.as_bytes());
         let row: Option<(String, String, Vec<u8>, i64)> = on_db!(self.db(), pool => {
             sqlx::query_as("DELETE FROM pending_authorizations WHERE state_hash = $1 RETURNING user_id, server, sealed, expires_at")
@@ -121,11 +110,6 @@ impl MCPCredentialStore {
             return Ok(None);
         }
         let payload = self.open(Purpose::PendingAuthorization, &user, &server, &sealed)?;
-        Ok(Some(PendingAuthorization {
-            user,
-            server,
-            payload,
-            expires_at,
-        }))
+        Ok(Some(PendingAuthorization { user, server, payload, expires_at }))
     }
 }

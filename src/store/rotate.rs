@@ -109,10 +109,7 @@ impl MCPCredentialStore {
                 }
             }
             report.failed += failed.len() as u64;
-            let count = format!(
-                "SELECT COUNT(*) FROM {table} WHERE key_id <> $1",
-                table = col.table
-            );
+            let count = format!("SELECT COUNT(*) FROM {table} WHERE key_id <> $1", table = col.table);
             let remaining: i64 = on_db!(self.db(), pool => sqlx::query_scalar(AssertSqlSafe(count.as_str())).bind(primary).fetch_one(pool).await?);
             report.remaining += u64::try_from(remaining).unwrap_or(0);
         }
@@ -126,8 +123,7 @@ impl MCPCredentialStore {
                 UNION ALL SELECT key_id, COUNT(*) AS n FROM grants GROUP BY key_id
                 UNION ALL SELECT key_id, COUNT(*) AS n FROM pending_authorizations GROUP BY key_id
             ) AS t GROUP BY key_id ORDER BY key_id";
-        let rows: Vec<(i64, i64)> =
-            on_db!(self.db(), pool => sqlx::query_as(sql).fetch_all(pool).await?);
+        let rows: Vec<(i64, i64)> = on_db!(self.db(), pool => sqlx::query_as(sql).fetch_all(pool).await?);
         Ok(rows)
     }
 }

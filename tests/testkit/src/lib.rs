@@ -34,7 +34,7 @@ mod tools;
 pub use http::{HttpServerConfig, MCP_PATH, RunningServer, spawn_http_server};
 pub use identities::{ANONYMOUS, CredentialCheck, Identities};
 pub use stdio::{
-    EXIT_BAD_ENVIRONMENT, IDENTITIES_ENV, STALL_ENV, STDIO_BINARY_NAME, StdioConfigError,
-    StdioSettings, TOKEN_ENV, serve_stdio, stdio_command, stdio_server_binary,
+    EXIT_BAD_ENVIRONMENT, IDENTITIES_ENV, STALL_ENV, STDIO_BINARY_NAME, StdioConfigError, StdioSettings, TOKEN_ENV,
+    serve_stdio, stdio_command, stdio_server_binary,
 };
 pub use tools::{CallRecord, FAILURE_TEXT, UNSET_TEXT};

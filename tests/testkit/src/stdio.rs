@@ -59,11 +59,7 @@ impl StdioSettings {
     /// Reads `TESTKIT_TOKEN`, `TESTKIT_IDENTITIES` and `TESTKIT_STALL_MS`.
     pub fn from_env() -> Result<Self, StdioConfigError> {
         let var = |name| std::env::var(name).ok();
-        Self::from_vars(
-            var(TOKEN_ENV).as_deref(),
-            var(IDENTITIES_ENV).as_deref(),
-            var(STALL_ENV).as_deref(),
-        )
+        Self::from_vars(var(TOKEN_ENV).as_deref(), var(IDENTITIES_ENV).as_deref(), var(STALL_ENV).as_deref())
     }
 
     /// The settings for these variable values (`None`: unset). Missing identities mean none.
@@ -77,10 +73,7 @@ impl StdioSettings {
             None => Identities::new(),
         };
         let token = token.ok_or(StdioConfigError::MissingToken)?;
-        let identity = identities
-            .identity_of(token)
-            .ok_or(StdioConfigError::UnknownToken)?
-            .to_owned();
+        let identity = identities.identity_of(token).ok_or(StdioConfigError::UnknownToken)?.to_owned();
         let stall = stall_ms
             .map(|ms| ms.trim().parse().map(Duration::from_millis))
             .transpose()
@@ -93,10 +86,8 @@ impl StdioSettings {
 pub async fn serve_stdio(settings: StdioSettings) -> io::Result<()> {
     let shared = Arc::new(Shared::default());
     shared.set_stall(settings.stall);
-    let running = ToolServer::fixed(settings.identity, shared)
-        .serve(rmcp::transport::stdio())
-        .await
-        .map_err(io::Error::other)?;
+    let running =
+        ToolServer::fixed(settings.identity, shared).serve(rmcp::transport::stdio()).await.map_err(io::Error::other)?;
     running.waiting().await.map_err(io::Error::other)?;
     Ok(())
 }
@@ -105,9 +96,7 @@ pub async fn serve_stdio(settings: StdioSettings) -> io::Result<()> {
 /// any) and `identities`.
 pub fn stdio_command(token: Option<&str>, identities: &Identities) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(stdio_server_binary());
-    command
-        .env_clear()
-        .env(IDENTITIES_ENV, identities.to_json());
+    command.env_clear().env(IDENTITIES_ENV, identities.to_json());
     if let Some(token) = token {
         command.env(TOKEN_ENV, token);
     }
@@ -142,10 +131,7 @@ fn locate_or_build() -> Result<PathBuf, String> {
     if matches!(dir_name(profile_dir).as_deref(), Some("deps" | "examples")) {
         profile_dir = profile_dir.parent().ok_or("deps/ has no parent")?;
     }
-    let expected = profile_dir.join(format!(
-        "{STDIO_BINARY_NAME}{}",
-        std::env::consts::EXE_SUFFIX
-    ));
+    let expected = profile_dir.join(format!("{STDIO_BINARY_NAME}{}", std::env::consts::EXE_SUFFIX));
 
     match build(dir_name(profile_dir).as_deref()) {
         Ok(Some(built)) => return Ok(built),
@@ -155,16 +141,11 @@ fn locate_or_build() -> Result<PathBuf, String> {
         }
         Err(error) => return Err(error),
     }
-    if expected.is_file() {
-        Ok(expected)
-    } else {
-        Err(format!("{} does not exist", expected.display()))
-    }
+    if expected.is_file() { Ok(expected) } else { Err(format!("{} does not exist", expected.display())) }
 }
 
 fn dir_name(dir: &Path) -> Option<String> {
-    dir.file_name()
-        .map(|name| name.to_string_lossy().into_owned())
+    dir.file_name().map(|name| name.to_string_lossy().into_owned())
 }
 
 /// Builds the binary; returns its path as cargo reports it, if cargo reported one.
@@ -173,14 +154,7 @@ fn build(profile_dir_name: Option<&str>) -> Result<Option<PathBuf>, String> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     let mut command = StdCommand::new(&cargo);
     command
-        .args([
-            "build",
-            "-q",
-            "-p",
-            env!("CARGO_PKG_NAME"),
-            "--bin",
-            STDIO_BINARY_NAME,
-        ])
+        .args(["build", "-q", "-p", env!("CARGO_PKG_NAME"), "--bin", STDIO_BINARY_NAME])
         .arg("--manifest-path")
         .arg(&manifest)
         // The JSON messages name the executable wherever the target dir is; diagnostics still
@@ -206,10 +180,7 @@ fn build(profile_dir_name: Option<&str>) -> Result<Option<PathBuf>, String> {
     Ok(String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| {
-            message["reason"] == "compiler-artifact"
-                && message["target"]["name"] == STDIO_BINARY_NAME
-        })
+        .filter(|message| message["reason"] == "compiler-artifact" && message["target"]["name"] == STDIO_BINARY_NAME)
         .find_map(|message| message["executable"].as_str().map(PathBuf::from)))
 }
 

@@ -59,17 +59,11 @@ pub(crate) struct Shared {
 // is still consistent, so every accessor below recovers it instead of propagating the panic.
 impl Shared {
     pub(crate) fn check(&self) -> CredentialCheck {
-        self.check
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.check.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     pub(crate) fn identify(&self, headers: &axum::http::HeaderMap) -> Option<String> {
-        self.check
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .identify(headers)
+        self.check.read().unwrap_or_else(PoisonError::into_inner).identify(headers)
     }
 
     pub(crate) fn set_check(&self, check: CredentialCheck) {
@@ -85,17 +79,11 @@ impl Shared {
     }
 
     pub(crate) fn calls(&self) -> Vec<CallRecord> {
-        self.calls
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn record(&self, record: CallRecord) {
-        self.calls
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(record);
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).push(record);
     }
 
     pub(crate) fn count_request(&self) {
@@ -146,29 +134,19 @@ struct EnvArgs {
 impl ToolServer {
     /// A server whose identity comes from each HTTP request's headers.
     pub(crate) fn http(shared: Arc<Shared>) -> Self {
-        Self {
-            tool_router: Self::tool_router(),
-            identity: IdentitySource::Headers,
-            shared,
-        }
+        Self { tool_router: Self::tool_router(), identity: IdentitySource::Headers, shared }
     }
 
     /// A server with one fixed identity (the stdio server).
     pub(crate) fn fixed(identity: String, shared: Arc<Shared>) -> Self {
-        Self {
-            tool_router: Self::tool_router(),
-            identity: IdentitySource::Fixed(identity),
-            shared,
-        }
+        Self { tool_router: Self::tool_router(), identity: IdentitySource::Fixed(identity), shared }
     }
 
     /// The identity of the request whose extensions these are.
     fn identity(&self, extensions: &Extensions) -> Option<String> {
         match &self.identity {
             IdentitySource::Fixed(identity) => Some(identity.clone()),
-            IdentitySource::Headers => extensions
-                .get::<Parts>()
-                .and_then(|parts| self.shared.identify(&parts.headers)),
+            IdentitySource::Headers => extensions.get::<Parts>().and_then(|parts| self.shared.identify(&parts.headers)),
         }
     }
 }
@@ -177,10 +155,7 @@ impl ToolServer {
 impl ToolServer {
     /// Answers the identity of the credential carried by this very request.
     #[tool(description = "Returns the identity of the credential this request carried")]
-    fn whoami(
-        &self,
-        RequestContext { extensions, .. }: RequestContext<RoleServer>,
-    ) -> CallToolResult {
+    fn whoami(&self, RequestContext { extensions, .. }: RequestContext<RoleServer>) -> CallToolResult {
         match self.identity(&extensions) {
             Some(identity) => CallToolResult::success(vec![ContentBlock::text(identity)]),
             None => CallToolResult::error(vec![ContentBlock::text("no known credential")]),
@@ -220,10 +195,7 @@ impl ServerHandler for ToolServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        self.shared.record(CallRecord {
-            tool: request.name.to_string(),
-            identity: self.identity(&context.extensions),
-        });
+        self.shared.record(CallRecord { tool: request.name.to_string(), identity: self.identity(&context.extensions) });
         if let Some(stall) = self.shared.stall() {
             tokio::select! {
                 () = tokio::time::sleep(stall) => {}

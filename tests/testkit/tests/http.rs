@@ -18,36 +18,25 @@ use rmcp::{
 };
 use serde_json::json;
 use warden_testkit::{
-    CallRecord, CredentialCheck, FAILURE_TEXT, HttpServerConfig, Identities, RunningServer,
-    spawn_http_server,
+    CallRecord, CredentialCheck, FAILURE_TEXT, HttpServerConfig, Identities, RunningServer, spawn_http_server,
 };
 
 type Client = RunningService<RoleClient, ()>;
 
 async fn bearer_server() -> anyhow::Result<RunningServer> {
-    let ids = Identities::new()
-        .with("tok-a", "alice")
-        .with("tok-b", "bob");
+    let ids = Identities::new().with("tok-a", "alice").with("tok-b", "bob");
     Ok(spawn_http_server(HttpServerConfig::new(CredentialCheck::bearer(ids))).await?)
 }
 
-async fn connect(
-    server: &RunningServer,
-    token: Option<&str>,
-) -> Result<Client, ClientInitializeError> {
+async fn connect(server: &RunningServer, token: Option<&str>) -> Result<Client, ClientInitializeError> {
     let mut config = StreamableHttpClientTransportConfig::with_uri(server.url());
     if let Some(token) = token {
         config = config.auth_header(token);
     }
-    ().serve(StreamableHttpClientTransport::from_config(config))
-        .await
+    ().serve(StreamableHttpClientTransport::from_config(config)).await
 }
 
-async fn call(
-    client: &Client,
-    tool: &'static str,
-    args: serde_json::Value,
-) -> anyhow::Result<CallToolResult> {
+async fn call(client: &Client, tool: &'static str, args: serde_json::Value) -> anyhow::Result<CallToolResult> {
     let mut params = CallToolRequestParams::new(tool);
     if let serde_json::Value::Object(map) = args {
         params = params.with_arguments(map);
@@ -96,10 +85,7 @@ async fn each_bearer_client_sees_its_own_identity() -> anyhow::Result<()> {
     }
     let seen: Vec<_> = server.calls().into_iter().map(|c| c.identity).collect();
     assert_eq!(seen.len(), 6);
-    assert!(
-        seen.chunks(2)
-            .all(|pair| pair == [Some("alice".to_owned()), Some("bob".to_owned())])
-    );
+    assert!(seen.chunks(2).all(|pair| pair == [Some("alice".to_owned()), Some("bob".to_owned())]));
     assert_eq!(server.rejected(), 0);
 
     alice.cancel().await?;
@@ -112,16 +98,10 @@ async fn each_bearer_client_sees_its_own_identity() -> anyhow::Result<()> {
 async fn wrong_or_missing_token_gets_401_before_mcp() -> anyhow::Result<()> {
     let server = bearer_server().await?;
 
-    let error = connect(&server, Some("tok-wrong"))
-        .await
-        .err()
-        .context("a wrong token connected")?;
+    let error = connect(&server, Some("tok-wrong")).await.err().context("a wrong token connected")?;
     assert_eq!(auth_challenge(&error).as_deref(), Some("Bearer"), "{error}");
 
-    let error = connect(&server, None)
-        .await
-        .err()
-        .context("no token connected")?;
+    let error = connect(&server, None).await.err().context("no token connected")?;
     assert_eq!(auth_challenge(&error).as_deref(), Some("Bearer"), "{error}");
 
     assert_eq!(server.rejected(), 2);
@@ -137,20 +117,13 @@ async fn identity_is_derived_per_request_not_per_session() -> anyhow::Result<()>
     assert_eq!(whoami(&client).await?, "alice");
 
     // Same session, same token, new meaning: the next request must see it.
-    server.set_credentials(CredentialCheck::bearer(
-        Identities::new().with("tok-a", "carol"),
-    ));
+    server.set_credentials(CredentialCheck::bearer(Identities::new().with("tok-a", "carol")));
     assert_eq!(whoami(&client).await?, "carol");
 
     // Revoked: the session survives on the server, but the request is refused.
     server.set_credentials(CredentialCheck::bearer(Identities::new()));
-    let error = call(&client, "whoami", json!({}))
-        .await
-        .err()
-        .context("a revoked token was served")?;
-    let service_error = error
-        .downcast_ref::<rmcp::ServiceError>()
-        .context("not a ServiceError")?;
+    let error = call(&client, "whoami", json!({})).await.err().context("a revoked token was served")?;
+    let service_error = error.downcast_ref::<rmcp::ServiceError>().context("not a ServiceError")?;
     assert!(service_error.is_authorization_required(), "{service_error}");
     assert_eq!(service_error.auth_challenge(), Some("Bearer"));
     Ok(())
@@ -159,25 +132,14 @@ async fn identity_is_derived_per_request_not_per_session() -> anyhow::Result<()>
 #[tokio::test]
 async fn header_check_reads_the_named_header() -> anyhow::Result<()> {
     let ids = Identities::new().with("key-1", "dave");
-    let server = spawn_http_server(HttpServerConfig::new(CredentialCheck::header(
-        "X-API-Key",
-        ids,
-    )))
-    .await?;
-    let headers = HashMap::from([(
-        HeaderName::from_static("x-api-key"),
-        HeaderValue::from_static("key-1"),
-    )]);
-    let config =
-        StreamableHttpClientTransportConfig::with_uri(server.url()).custom_headers(headers);
+    let server = spawn_http_server(HttpServerConfig::new(CredentialCheck::header("X-API-Key", ids))).await?;
+    let headers = HashMap::from([(HeaderName::from_static("x-api-key"), HeaderValue::from_static("key-1"))]);
+    let config = StreamableHttpClientTransportConfig::with_uri(server.url()).custom_headers(headers);
     let client = serve_client((), StreamableHttpClientTransport::from_config(config)).await?;
     assert_eq!(whoami(&client).await?, "dave");
 
     // A bearer token is not the header the server checks.
-    let error = connect(&server, Some("key-1"))
-        .await
-        .err()
-        .context("a bearer token passed a header check")?;
+    let error = connect(&server, Some("key-1")).await.err().context("a bearer token passed a header check")?;
     assert!(auth_challenge(&error).is_some(), "{error}");
     Ok(())
 }
@@ -187,13 +149,7 @@ async fn no_check_is_anonymous_and_stateless_mode_works() -> anyhow::Result<()> 
     let server = spawn_http_server(HttpServerConfig::default().stateless()).await?;
     let client = connect(&server, None).await?;
     assert_eq!(whoami(&client).await?, "anonymous");
-    assert_eq!(
-        server.calls(),
-        [CallRecord {
-            tool: "whoami".to_owned(),
-            identity: Some("anonymous".to_owned())
-        }]
-    );
+    assert_eq!(server.calls(), [CallRecord { tool: "whoami".to_owned(), identity: Some("anonymous".to_owned()) }]);
     Ok(())
 }
 
@@ -202,34 +158,18 @@ async fn tools_echo_sleep_fail_env() -> anyhow::Result<()> {
     let server = bearer_server().await?;
     let client = connect(&server, Some("tok-b")).await?;
 
-    let mut names: Vec<_> = client
-        .list_all_tools()
-        .await?
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let mut names: Vec<_> = client.list_all_tools().await?.into_iter().map(|t| t.name.to_string()).collect();
     names.sort();
     assert_eq!(names, ["echo", "env", "fail", "sleep", "whoami"]);
 
-    assert_eq!(
-        text(&call(&client, "echo", json!({"text": "héllo"})).await?)?,
-        "héllo"
-    );
-    assert_eq!(
-        text(&call(&client, "sleep", json!({"ms": 10})).await?)?,
-        "slept"
-    );
+    assert_eq!(text(&call(&client, "echo", json!({"text": "héllo"})).await?)?, "héllo");
+    assert_eq!(text(&call(&client, "sleep", json!({"ms": 10})).await?)?, "slept");
 
     let failed = call(&client, "fail", json!({})).await?;
     assert_eq!(failed.is_error, Some(true));
     assert_eq!(text(&failed)?, FAILURE_TEXT);
 
-    let unset = call(
-        &client,
-        "env",
-        json!({"name": "WARDEN_TESTKIT_SURELY_UNSET"}),
-    )
-    .await?;
+    let unset = call(&client, "env", json!({"name": "WARDEN_TESTKIT_SURELY_UNSET"})).await?;
     assert_eq!(text(&unset)?, "<unset>");
 
     // rmcp 3.11 answers undeserializable arguments with a tool error result, not a JSON-RPC
@@ -264,9 +204,6 @@ async fn calls_fail_after_shutdown() -> anyhow::Result<()> {
 
     server.shutdown().await;
     let after = tokio::time::timeout(Duration::from_secs(10), whoami(&client)).await;
-    assert!(
-        matches!(after, Ok(Err(_))),
-        "expected a prompt error after shutdown of {url}, got {after:?}"
-    );
+    assert!(matches!(after, Ok(Err(_))), "expected a prompt error after shutdown of {url}, got {after:?}");
     Ok(())
 }

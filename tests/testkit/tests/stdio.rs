@@ -5,31 +5,20 @@ use std::process::Stdio;
 use anyhow::{Context, bail};
 use rmcp::{ServiceExt, model::CallToolRequestParams, transport::TokioChildProcess};
 use serde_json::json;
-use warden_testkit::{
-    EXIT_BAD_ENVIRONMENT, IDENTITIES_ENV, Identities, TOKEN_ENV, stdio_command, stdio_server_binary,
-};
+use warden_testkit::{EXIT_BAD_ENVIRONMENT, IDENTITIES_ENV, Identities, TOKEN_ENV, stdio_command, stdio_server_binary};
 
 fn identities() -> Identities {
-    Identities::new()
-        .with("tok-a", "alice")
-        .with("tok-b", "bob")
+    Identities::new().with("tok-a", "alice").with("tok-b", "bob")
 }
 
 #[tokio::test]
 async fn whoami_answers_the_identity_of_the_env_token() -> anyhow::Result<()> {
     let mut command = tokio::process::Command::new(stdio_server_binary());
-    command
-        .env_clear()
-        .env(TOKEN_ENV, "tok-b")
-        .env(IDENTITIES_ENV, identities().to_json());
-    let (transport, _stderr) = TokioChildProcess::builder(command)
-        .stderr(Stdio::null())
-        .spawn()?;
+    command.env_clear().env(TOKEN_ENV, "tok-b").env(IDENTITIES_ENV, identities().to_json());
+    let (transport, _stderr) = TokioChildProcess::builder(command).stderr(Stdio::null()).spawn()?;
     let client = ().serve(transport).await?;
 
-    let result = client
-        .call_tool(CallToolRequestParams::new("whoami"))
-        .await?;
+    let result = client.call_tool(CallToolRequestParams::new("whoami")).await?;
     let text = &result.content[0].as_text().context("not text")?.text;
     assert_eq!(text, "bob");
 
@@ -39,13 +28,8 @@ async fn whoami_answers_the_identity_of_the_env_token() -> anyhow::Result<()> {
         let serde_json::Value::Object(args) = args else {
             bail!("not an object");
         };
-        let result = client
-            .call_tool(CallToolRequestParams::new("env").with_arguments(args))
-            .await?;
-        assert_eq!(
-            result.content[0].as_text().context("not text")?.text,
-            expected
-        );
+        let result = client.call_tool(CallToolRequestParams::new("env").with_arguments(args)).await?;
+        assert_eq!(result.content[0].as_text().context("not text")?.text, expected);
     }
 
     client.cancel().await?;
@@ -55,15 +39,8 @@ async fn whoami_answers_the_identity_of_the_env_token() -> anyhow::Result<()> {
 #[tokio::test]
 async fn unknown_or_missing_token_exits_3_before_serving() -> anyhow::Result<()> {
     for token in [Some("tok-wrong"), None] {
-        let output = stdio_command(token, &identities())
-            .stdin(Stdio::null())
-            .output()
-            .await?;
-        assert_eq!(
-            output.status.code(),
-            Some(i32::from(EXIT_BAD_ENVIRONMENT)),
-            "{token:?}"
-        );
+        let output = stdio_command(token, &identities()).stdin(Stdio::null()).output().await?;
+        assert_eq!(output.status.code(), Some(i32::from(EXIT_BAD_ENVIRONMENT)), "{token:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(TOKEN_ENV), "{stderr}");
         assert!(output.stdout.is_empty());
@@ -74,17 +51,10 @@ async fn unknown_or_missing_token_exits_3_before_serving() -> anyhow::Result<()>
 #[tokio::test]
 async fn stdio_command_serves_a_known_token() -> anyhow::Result<()> {
     let (transport, _stderr) =
-        TokioChildProcess::builder(stdio_command(Some("tok-a"), &identities()))
-            .stderr(Stdio::null())
-            .spawn()?;
+        TokioChildProcess::builder(stdio_command(Some("tok-a"), &identities())).stderr(Stdio::null()).spawn()?;
     let client = ().serve(transport).await?;
-    let result = client
-        .call_tool(CallToolRequestParams::new("whoami"))
-        .await?;
-    assert_eq!(
-        result.content[0].as_text().context("not text")?.text,
-        "alice"
-    );
+    let result = client.call_tool(CallToolRequestParams::new("whoami")).await?;
+    assert_eq!(result.content[0].as_text().context("not text")?.text, "alice");
     client.cancel().await?;
     Ok(())
 }

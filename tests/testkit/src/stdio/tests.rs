@@ -16,28 +16,13 @@ fn known_token_gives_its_identity() -> Result<(), StdioConfigError> {
 
 #[test]
 fn missing_or_unknown_token_is_refused() {
-    assert!(matches!(
-        StdioSettings::from_vars(None, Some(IDS), None),
-        Err(StdioConfigError::MissingToken)
-    ));
-    assert!(matches!(
-        StdioSettings::from_vars(Some("t3"), Some(IDS), None),
-        Err(StdioConfigError::UnknownToken)
-    ));
-    assert!(matches!(
-        StdioSettings::from_vars(Some("t1"), None, None),
-        Err(StdioConfigError::UnknownToken)
-    ));
+    assert!(matches!(StdioSettings::from_vars(None, Some(IDS), None), Err(StdioConfigError::MissingToken)));
+    assert!(matches!(StdioSettings::from_vars(Some("t3"), Some(IDS), None), Err(StdioConfigError::UnknownToken)));
+    assert!(matches!(StdioSettings::from_vars(Some("t1"), None, None), Err(StdioConfigError::UnknownToken)));
 }
 
 #[test]
 fn malformed_values_are_refused() {
-    assert!(matches!(
-        StdioSettings::from_vars(Some("t1"), Some("{"), None),
-        Err(StdioConfigError::BadIdentities(_))
-    ));
-    assert!(matches!(
-        StdioSettings::from_vars(Some("t1"), Some(IDS), Some("soon")),
-        Err(StdioConfigError::BadStall)
-    ));
+    assert!(matches!(StdioSettings::from_vars(Some("t1"), Some("{"), None), Err(StdioConfigError::BadIdentities(_))));
+    assert!(matches!(StdioSettings::from_vars(Some("t1"), Some(IDS), Some("soon")), Err(StdioConfigError::BadStall)));
 }
