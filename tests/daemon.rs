@@ -213,3 +213,74 @@ async fn sigterm_during_100_in_flight_calls() {
     assert_eq!(code, 0);
     assert!(!socket.exists(), "the socket file was removed");
 }
+
+/// The CLI against a running daemon, as an operator uses it: the config JSON (with its secret)
+/// goes in on stdin, never on the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_drives_the_daemon() {
+    use std::io::Write as _;
+    use warden_testkit::{CredentialCheck, HttpServerConfig, Identities, spawn_http_server};
+
+    let server = spawn_http_server(HttpServerConfig::new(CredentialCheck::bearer(
+        Identities::new().with("CANARY-cli-tok", "alice"),
+    )))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[policy]\nallow_loopback = true\n[control]\nsocket_path = \"run/w.sock\"\n",
+    )
+    .unwrap();
+    let mut child = warden(dir.path()).arg("serve").stderr(Stdio::piped()).spawn().unwrap();
+    let child = tokio::task::spawn_blocking(move || {
+        wait_for_line(&mut child, "control socket listening");
+        child
+    })
+    .await
+    .unwrap();
+    let d = dir.path().to_owned();
+    let url = server.url();
+    let outputs = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str], stdin: Option<String>| {
+            let mut cmd = warden(&d);
+            cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::piped());
+            let mut p = cmd.spawn().unwrap();
+            if let Some(input) = stdin {
+                p.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            } else {
+                drop(p.stdin.take());
+            }
+            let out = p.wait_with_output().unwrap();
+            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        let config = format!(r#"{{"name":"gh","transport":{{"type":"http","url":"{url}"}},"auth":{{"type":"bearer","token":"CANARY-cli-tok"}}}}"#);
+        vec![
+            run(&["servers", "put", "--user", "alice"], Some(config)),
+            run(&["servers", "list", "--user", "alice"], None),
+            run(&["tools", "call", "--user", "alice", "--server", "gh", "--tool", "echo", "--args", r#"{"text":"hello"}"#], None),
+            run(&["--json", "tools", "call", "--user", "alice", "--server", "gh", "--tool", "whoami"], None),
+            run(&["tools", "list", "--user", "nobody"], None),
+            run(&["--json", "status"], None),
+            run(&["capabilities", "issue", "--user", "alice", "--ttl-s", "60"], None),
+            run(&["--socket", "/nonexistent/w.sock", "status"], None),
+        ]
+    })
+    .await
+    .unwrap();
+    assert_eq!(outputs[0].0, Some(0), "{outputs:?}");
+    assert!(outputs[1].1.contains("gh\tbearer\tconfigured"), "{:?}", outputs[1]);
+    assert_eq!(outputs[2].1.trim(), "hello");
+    assert!(outputs[3].1.contains(r#""text":"alice""#), "{:?}", outputs[3]);
+    assert_eq!(outputs[4].0, Some(1));
+    assert!(outputs[4].2.contains("no_tools_available"), "{:?}", outputs[4]);
+    assert!(outputs[5].1.contains(r#""sessions":1"#), "{:?}", outputs[5]);
+    assert_eq!(outputs[6].1.trim().split('.').count(), 2, "a capability token");
+    assert_eq!(outputs[7].0, Some(69), "unreachable socket: {:?}", outputs[7]);
+    for (_, stdout, stderr) in &outputs {
+        assert!(!stdout.contains("CANARY-cli-tok") && !stderr.contains("CANARY-cli-tok"));
+    }
+    sigterm(&child);
+    let mut child = child;
+    assert_eq!(tokio::task::spawn_blocking(move || wait_exit(&mut child)).await.unwrap(), 0);
+}
