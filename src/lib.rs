@@ -40,5 +40,7 @@ pub use error::{Error, ErrorKind};
 pub use model::{AuthType, OAuthSettings, ServerAuth, ServerConfig, Transport};
 pub use secret::Secret;
 pub use store::MCPCredentialStore;
-pub use warden::{GrantCounts, MAX_CALL_TIMEOUT, Status, Warden, WardenHandle};
+pub use warden::{
+    AuthorizationCallback, AuthorizationStart, GrantCounts, MAX_CALL_TIMEOUT, Status, Warden, WardenHandle,
+};
 pub use warden_actors::{RegistryMsg, ServerTool, ToolList, UnavailableServer};

@@ -74,6 +74,32 @@ pub struct GrantCounts {
     pub reauthorization_required: i64,
 }
 
+/// A started authorization: the URL the user should open, and when the pending state expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthorizationStart {
+    /// The authorization server's URL, with PKCE challenge, state and resource.
+    pub authorization_url: String,
+    /// When the pending authorization expires (Unix seconds).
+    pub expires_at: i64,
+}
+
+/// How an authorization comes back: the whole callback URL the browser was sent to, or its
+/// parts (for hosts that own the redirect URI).
+#[derive(Debug)]
+pub enum AuthorizationCallback {
+    /// The redirect URL with `code`, `state` and perhaps `iss` in its query.
+    Url(crate::Secret),
+    /// The parts.
+    Parts {
+        /// The `state` parameter.
+        state: crate::Secret,
+        /// The authorization code.
+        code: crate::Secret,
+        /// The RFC 9207 `iss` parameter, if the server sent one.
+        iss: Option<String>,
+    },
+}
+
 /// Loads a user's servers from the sealed store.
 struct StoreLoader {
     store: MCPCredentialStore,
@@ -217,6 +243,22 @@ impl WardenHandle {
             ErrorKind::Timeout if e.message().starts_with("no answer") => Error::timeout(user, server, timeout),
             _ => e,
         })
+    }
+
+    /// Starts an OAuth authorization for `user`'s server `server` and returns the URL the user
+    /// should open.
+    pub async fn begin_authorization(&self, user: &str, server: &str) -> Result<AuthorizationStart, Error> {
+        self.open()?;
+        UserId::parse(user)?;
+        ServerName::parse(server)?;
+        Err(Error::new(ErrorKind::NotImplemented, "OAuth is not implemented yet"))
+    }
+
+    /// Finishes an authorization from its callback; returns the (user, server) it was for.
+    pub async fn complete_authorization(&self, callback: AuthorizationCallback) -> Result<(String, String), Error> {
+        self.open()?;
+        drop(callback);
+        Err(Error::new(ErrorKind::NotImplemented, "OAuth is not implemented yet"))
     }
 
     /// Stops `user`'s session now (dropping its credentials and connections); returns whether
