@@ -183,6 +183,9 @@ pub struct OAuthConfig {
     pub redirect_uri: String,
     /// Pending authorizations expire after this many seconds.
     pub pending_ttl_s: u64,
+    /// Refresh grants ahead of expiry in the background (the token refresher). Without it,
+    /// tokens are refreshed only when a call finds them expired.
+    pub background_refresh: bool,
 }
 
 impl Default for OAuthConfig {
@@ -194,6 +197,7 @@ impl Default for OAuthConfig {
             callback_path: "/oauth/callback".into(),
             redirect_uri: String::new(),
             pending_ttl_s: 600,
+            background_refresh: true,
         }
     }
 }

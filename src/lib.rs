@@ -29,6 +29,7 @@ pub mod keys;
 pub mod logging;
 pub mod mcp;
 pub mod model;
+pub mod oauth;
 pub mod policy;
 pub mod protocol;
 pub mod secret;

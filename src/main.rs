@@ -270,7 +270,8 @@ async fn serve(config: Config) -> Result<(), Failure> {
     let capabilities = Capabilities::new(store.keyring().signing_key());
     let (allowed_uids, max_connections) = (config.control.allowed_uids.clone(), config.control.max_connections);
     let limits = Limits::from_config(&config.control);
-    let warden = warden::Warden::start_with_store(config, store).await?;
+    let warden = warden::Warden::start_with_store(config, store).await.map_err(config_failure)?;
+    info!(redirect_uri = warden.redirect_uri(), "OAuth callbacks");
     let context = Arc::new(warden::control::Context { handle: warden.handle(), capabilities, limits });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     info!(socket = %socket.path().display(), "control socket listening");

@@ -22,6 +22,7 @@ use warden_actors::{Connection, ServerHandle};
 use crate::config::PolicyConfig;
 use crate::error::{Error, ErrorKind};
 use crate::model::{ServerAuth, ServerConfig, Transport};
+use crate::oauth::OAuthServer;
 use crate::policy;
 use crate::secret::Secret;
 
@@ -34,6 +35,8 @@ pub struct ConnectSettings {
     pub policy: PolicyConfig,
     /// Variables of the daemon's own environment passed to stdio children (e.g. `PATH`).
     pub stdio_inherit_env: Vec<String>,
+    /// OAuth settings and counters.
+    pub oauth: Arc<crate::oauth::OAuth>,
 }
 
 /// One configured server of one user, with the user's decrypted credentials.
@@ -41,6 +44,8 @@ pub struct McpServer {
     user: String,
     config: ServerConfig,
     settings: Arc<ConnectSettings>,
+    /// For an OAuth server: its OAuth state (the rmcp authorization manager), built on first use.
+    oauth: tokio::sync::OnceCell<Arc<OAuthServer>>,
 }
 
 impl std::fmt::Debug for McpServer {
@@ -57,7 +62,7 @@ impl std::fmt::Debug for McpServer {
 impl McpServer {
     /// A server of `user` configured by `config`.
     pub fn new(user: String, config: ServerConfig, settings: Arc<ConnectSettings>) -> Self {
-        Self { user, config, settings }
+        Self { user, config, settings, oauth: tokio::sync::OnceCell::new() }
     }
 
     fn redactor(&self) -> Redactor {
@@ -73,13 +78,14 @@ impl McpServer {
         Redactor { secrets }
     }
 
-    async fn connect_http(&self, url: &str) -> Result<RunningService<RoleClient, ()>, Error> {
+    /// An HTTP client for this server: the policy-checked addresses pinned, same-origin
+    /// redirects only (credentials never follow a redirect to another origin).
+    async fn http_client(&self, url: &str) -> Result<reqwest::Client, Error> {
         let (user, server) = (self.user.as_str(), self.config.name.as_str());
         let parsed = url::Url::parse(url).map_err(|e| Error::invalid("transport.url", e))?;
         let (host, addrs) = policy::resolve_allowed(&self.settings.policy, &parsed, user, server).await?;
         let origin = parsed.origin();
-        let client = reqwest::Client::builder()
-            // Same-origin redirects only: credentials never follow a redirect to another origin.
+        reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() < 5 && attempt.url().origin() == origin {
                     attempt.follow()
@@ -91,30 +97,65 @@ impl McpServer {
             // The addresses the policy checked are the ones used: no second DNS answer.
             .resolve_to_addrs(&host, &addrs)
             .build()
-            .map_err(|_| {
-                Error::internal(format!("building the HTTP client for server {server} of user {user} failed"))
-            })?;
+            .map_err(|_| Error::internal(format!("building the HTTP client for server {server} of user {user} failed")))
+    }
+
+    /// Starts a fresh OAuth authorization for this (OAuth) server.
+    pub(crate) async fn begin_authorization(&self) -> Result<crate::warden::AuthorizationStart, Error> {
+        self.oauth_server().await?.begin(None, false).await
+    }
+
+    /// The OAuth state of this (OAuth) server, built on first use.
+    async fn oauth_server(&self) -> Result<Arc<OAuthServer>, Error> {
+        let (Transport::Http { url }, ServerAuth::Oauth(settings)) = (&self.config.transport, &self.config.auth) else {
+            return Err(Error::invalid("auth", "not an OAuth server"));
+        };
+        self.oauth
+            .get_or_try_init(|| async {
+                let http = self.http_client(url).await?;
+                Ok(Arc::new(OAuthServer::new(
+                    self.settings.oauth.clone(),
+                    &self.user,
+                    &self.config.name,
+                    url,
+                    settings.clone(),
+                    http,
+                )))
+            })
+            .await
+            .cloned()
+    }
+
+    async fn connect_http(
+        &self,
+        url: &str,
+    ) -> Result<(RunningService<RoleClient, ()>, Option<Arc<OAuthServer>>), Error> {
         let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
         match &self.config.auth {
+            ServerAuth::Oauth(_) => {
+                let oauth = self.oauth_server().await?;
+                let client = oauth.auth_client().await?;
+                let transport = StreamableHttpClientTransport::with_client(client, config);
+                return match self.initialize(().serve(transport)).await {
+                    Ok(running) => Ok((running, Some(oauth))),
+                    Err(Failure::Auth(failure)) => Err(failure.resolve(&oauth).await),
+                    Err(Failure::Other(e)) => Err(e),
+                };
+            }
             ServerAuth::None => {}
             // rmcp keeps the header value in a String for the transport's life; it is dropped
             // with the connection (best effort: rmcp does not zeroize).
-            ServerAuth::Bearer { token } => {
-                config = config.auth_header(token.expose_secret().to_owned());
-            }
+            ServerAuth::Bearer { token } => config = config.auth_header(token.expose_secret().to_owned()),
             ServerAuth::Headers { headers } => config = config.custom_headers(header_map(headers)?),
-            ServerAuth::Env { .. } => {
-                return Err(Error::invalid("auth", "env auth applies only to stdio servers"));
-            }
-            ServerAuth::Oauth(_) => {
-                return Err(Error::new(
-                    ErrorKind::NotImplemented,
-                    format!("OAuth for server {server} of user {user} is not implemented yet"),
-                ));
-            }
+            ServerAuth::Env { .. } => return Err(Error::invalid("auth", "env auth applies only to stdio servers")),
         }
+        let client = self.http_client(url).await?;
         let transport = StreamableHttpClientTransport::with_client(client, config);
-        self.initialize(().serve(transport)).await
+        let running = self
+            .initialize(().serve(transport))
+            .await
+            .map_err(|f| f.static_credentials(&self.user, &self.config.name))?;
+        Ok((running, None))
     }
 
     async fn connect_stdio(&self, command: &str, args: &[String]) -> Result<RunningService<RoleClient, ()>, Error> {
@@ -138,10 +179,10 @@ impl McpServer {
         let (child, _) = TokioChildProcess::builder(wrapped).stderr(Stdio::null()).spawn().map_err(|e| {
             Error::unreachable(user, server, &format!("its command could not be started ({})", e.kind()))
         })?;
-        self.initialize(().serve(child)).await
+        self.initialize(().serve(child)).await.map_err(|f| f.static_credentials(user, server))
     }
 
-    async fn initialize<F>(&self, serve: F) -> Result<RunningService<RoleClient, ()>, Error>
+    async fn initialize<F>(&self, serve: F) -> Result<RunningService<RoleClient, ()>, Failure>
     where
         F: Future<Output = Result<RunningService<RoleClient, ()>, rmcp::service::ClientInitializeError>>,
     {
@@ -149,13 +190,13 @@ impl McpServer {
         match tokio::time::timeout(self.settings.connect_timeout, serve).await {
             Ok(Ok(running)) => Ok(running),
             Ok(Err(e)) => Err(classify_init(user, server, &e)),
-            Err(_) => Err(Error::new(
+            Err(_) => Err(Failure::Other(Error::new(
                 ErrorKind::Timeout,
                 format!(
                     "connecting to server {server} of user {user} took longer than {} ms",
                     self.settings.connect_timeout.as_millis()
                 ),
-            )),
+            ))),
         }
     }
 }
@@ -167,16 +208,24 @@ impl ServerHandle for McpServer {
     }
 
     async fn connect(&self) -> Result<Arc<dyn Connection>, Error> {
-        let running = match &self.config.transport {
+        let (running, oauth) = match &self.config.transport {
             Transport::Http { url } => self.connect_http(url).await?,
-            Transport::Stdio { command, args } => self.connect_stdio(command, args).await?,
+            Transport::Stdio { command, args } => (self.connect_stdio(command, args).await?, None),
         };
         Ok(Arc::new(McpConnection {
             user: self.user.clone(),
             server: self.config.name.clone(),
             running,
             redactor: self.redactor(),
+            oauth,
         }))
+    }
+
+    async fn refresh(&self) -> Result<Option<i64>, Error> {
+        match &self.config.auth {
+            ServerAuth::Oauth(_) => self.oauth_server().await?.refresh().await,
+            _ => Ok(None),
+        }
     }
 }
 
@@ -221,12 +270,17 @@ struct McpConnection {
     server: String,
     running: RunningService<RoleClient, ()>,
     redactor: Redactor,
+    /// For an OAuth server, its OAuth state (to turn a 401/403 into an authorization URL).
+    oauth: Option<Arc<OAuthServer>>,
 }
 
 #[async_trait]
 impl Connection for McpConnection {
     async fn list_tools(&self) -> Result<Vec<Tool>, Error> {
-        self.running.list_all_tools().await.map_err(|e| self.classify(&e))
+        match self.running.list_all_tools().await {
+            Ok(tools) => Ok(tools),
+            Err(e) => Err(self.resolve(self.classify(&e)).await),
+        }
     }
 
     async fn call_tool(
@@ -237,7 +291,10 @@ impl Connection for McpConnection {
     ) -> Result<CallToolResult, Error> {
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = arguments;
-        self.running.call_tool(params).await.map_err(|e| self.classify(&e))
+        match self.running.call_tool(params).await {
+            Ok(result) => Ok(result),
+            Err(e) => Err(self.resolve(self.classify(&e)).await),
+        }
     }
 
     fn is_closed(&self) -> bool {
@@ -246,9 +303,9 @@ impl Connection for McpConnection {
 }
 
 impl McpConnection {
-    fn classify(&self, e: &ServiceError) -> Error {
+    fn classify(&self, e: &ServiceError) -> Failure {
         let (user, server) = (self.user.as_str(), self.server.as_str());
-        match e {
+        Failure::Other(match e {
             ServiceError::McpError(data) => Error::new(
                 ErrorKind::ToolError,
                 format!(
@@ -260,62 +317,107 @@ impl McpConnection {
             ServiceError::Timeout { .. } => {
                 Error::new(ErrorKind::Timeout, format!("server {server} of user {user} did not answer in time"))
             }
-            ServiceError::TransportSend(inner) => classify_transport(user, server, inner),
+            ServiceError::TransportSend(inner) => return classify_transport(user, server, inner),
             ServiceError::TransportClosed => Error::unreachable(user, server, "the connection closed"),
             _ => Error::unreachable(user, server, "unexpected response"),
+        })
+    }
+
+    async fn resolve(&self, failure: Failure) -> Error {
+        match (failure, &self.oauth) {
+            (Failure::Auth(auth), Some(oauth)) => auth.resolve(oauth).await,
+            (failure, _) => failure.static_credentials(&self.user, &self.server),
         }
     }
 }
 
-fn classify_init(user: &str, server: &str, e: &rmcp::service::ClientInitializeError) -> Error {
-    use rmcp::service::ClientInitializeError as E;
-    match e {
-        E::TransportError { error, .. } => classify_transport(user, server, error),
-        E::ConnectionClosed(_) => Error::unreachable(user, server, "the connection closed during initialization"),
-        E::JsonRpcError(_) => Error::unreachable(user, server, "it refused to initialize"),
-        _ => Error::unreachable(user, server, "initialization failed"),
+/// Why an MCP exchange failed: the server refused the request's authorization, or anything
+/// else (already classified).
+enum Failure {
+    Auth(AuthFailure),
+    Other(Error),
+}
+
+/// A 401 or 403 from the server, with its challenge.
+struct AuthFailure {
+    status: u16,
+    challenge: Option<String>,
+    required_scope: Option<String>,
+}
+
+impl Failure {
+    /// For static credentials a refusal means they are wrong: `credentials_rejected`.
+    fn static_credentials(self, user: &str, server: &str) -> Error {
+        match self {
+            Failure::Auth(auth) => Error::new(
+                ErrorKind::CredentialsRejected,
+                format!("server {server} of user {user} rejected its credentials (HTTP {})", auth.status),
+            ),
+            Failure::Other(e) => e,
+        }
     }
 }
 
+impl AuthFailure {
+    /// For OAuth a refusal means: authorize (again), or authorize a larger scope.
+    async fn resolve(self, oauth: &OAuthServer) -> Error {
+        match (self.status, self.challenge) {
+            (403, Some(challenge)) => oauth.step_up(self.required_scope.as_deref(), &challenge).await,
+            (_, challenge) => oauth.unauthorized(challenge.as_deref()).await,
+        }
+    }
+}
+
+fn classify_init(user: &str, server: &str, e: &rmcp::service::ClientInitializeError) -> Failure {
+    use rmcp::service::ClientInitializeError as E;
+    Failure::Other(match e {
+        E::TransportError { error, .. } => return classify_transport(user, server, error),
+        E::ConnectionClosed(_) => Error::unreachable(user, server, "the connection closed during initialization"),
+        E::JsonRpcError(_) => Error::unreachable(user, server, "it refused to initialize"),
+        _ => Error::unreachable(user, server, "initialization failed"),
+    })
+}
+
 /// Classifies a transport error by walking its source chain.
-fn classify_transport(user: &str, server: &str, e: &(dyn std::error::Error + 'static)) -> Error {
-    let rejected = |status: &str| {
-        Error::new(
-            ErrorKind::CredentialsRejected,
-            format!("server {server} of user {user} rejected its credentials ({status})"),
-        )
+fn classify_transport(user: &str, server: &str, e: &(dyn std::error::Error + 'static)) -> Failure {
+    let refused = |status, challenge: Option<&String>, required_scope: Option<&String>| {
+        Failure::Auth(AuthFailure { status, challenge: challenge.cloned(), required_scope: required_scope.cloned() })
     };
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = current {
         if let Some(http) = err.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
             return match http {
-                StreamableHttpError::AuthRequired(_) => rejected("HTTP 401"),
-                StreamableHttpError::InsufficientScope(_) => rejected("HTTP 403"),
+                StreamableHttpError::AuthRequired(a) => refused(401, Some(&a.www_authenticate_header), None),
+                StreamableHttpError::InsufficientScope(s) => {
+                    refused(403, Some(&s.www_authenticate_header), s.required_scope.as_ref())
+                }
                 StreamableHttpError::UnexpectedServerResponse(text) if text.starts_with("HTTP 401") => {
-                    rejected("HTTP 401")
+                    refused(401, None, None)
                 }
                 StreamableHttpError::UnexpectedServerResponse(text) if text.starts_with("HTTP 403") => {
-                    rejected("HTTP 403")
+                    refused(403, None, None)
                 }
                 StreamableHttpError::HttpStatus(status) => {
-                    Error::unreachable(user, server, &format!("HTTP {}", status.status))
+                    Failure::Other(Error::unreachable(user, server, &format!("HTTP {}", status.status)))
                 }
-                StreamableHttpError::Client(client) => Error::unreachable(user, server, reqwest_category(client)),
+                StreamableHttpError::Client(client) => {
+                    Failure::Other(Error::unreachable(user, server, reqwest_category(client)))
+                }
                 StreamableHttpError::UnexpectedServerResponse(_) | StreamableHttpError::UnexpectedContentType(_) => {
-                    Error::unreachable(user, server, "it answered with something other than MCP")
+                    Failure::Other(Error::unreachable(user, server, "it answered with something other than MCP"))
                 }
-                _ => Error::unreachable(user, server, "transport error"),
+                _ => Failure::Other(Error::unreachable(user, server, "transport error")),
             };
         }
         if let Some(client) = err.downcast_ref::<reqwest::Error>() {
-            return Error::unreachable(user, server, reqwest_category(client));
+            return Failure::Other(Error::unreachable(user, server, reqwest_category(client)));
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return Error::unreachable(user, server, &format!("I/O error ({})", io.kind()));
+            return Failure::Other(Error::unreachable(user, server, &format!("I/O error ({})", io.kind())));
         }
         current = err.source();
     }
-    Error::unreachable(user, server, "transport error")
+    Failure::Other(Error::unreachable(user, server, "transport error"))
 }
 
 fn reqwest_category(e: &reqwest::Error) -> &'static str {

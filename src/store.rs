@@ -26,12 +26,14 @@ use crate::model::ValidationError;
 
 mod audit;
 mod grants;
+mod locks;
 mod pending;
 mod rotate;
 mod servers;
 
 pub use audit::{AuditEvent, AuditRecord};
 pub use grants::{Expect, Grant, GrantSchedule, GrantStatus, GrantWrite};
+pub use locks::GrantLock;
 pub use pending::PendingAuthorization;
 pub use rotate::RotationReport;
 pub use servers::{ServerSummary, StoredServer};
@@ -125,6 +127,7 @@ pub(crate) use on_db;
 pub struct MCPCredentialStore {
     db: Db,
     keyring: Arc<Keyring>,
+    locks: Arc<locks::LockTable>,
 }
 
 // The pool is left out on purpose: its Debug is long and says nothing useful.
@@ -162,7 +165,7 @@ impl MCPCredentialStore {
             POSTGRES_MIGRATIONS.run(&pool).await?;
             Db::Postgres(pool)
         };
-        Ok(Self { db, keyring })
+        Ok(Self { db, keyring, locks: Arc::default() })
     }
 
     /// Which backend this store is on.
@@ -181,7 +184,7 @@ impl MCPCredentialStore {
     /// The same store with another keyring (used after rotation, and by tests).
     #[must_use]
     pub fn with_keyring(&self, keyring: Arc<Keyring>) -> Self {
-        Self { db: self.db.clone(), keyring }
+        Self { db: self.db.clone(), keyring, locks: self.locks.clone() }
     }
 
     /// The statement that opens a writing transaction. SQLite needs `BEGIN IMMEDIATE`: a
@@ -192,6 +195,10 @@ impl MCPCredentialStore {
             Db::Sqlite(_) => "BEGIN IMMEDIATE",
             Db::Postgres(_) => "BEGIN",
         }
+    }
+
+    fn locks(&self) -> &locks::LockTable {
+        &self.locks
     }
 
     /// The pool, for the modules that implement the store's parts.

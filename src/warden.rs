@@ -9,13 +9,16 @@ use ractor::{Actor, ActorRef, RpcReplyPort};
 use rmcp::model::{CallToolResult, JsonObject};
 use serde::Serialize;
 use warden_actors::{
-    CallRequest, Registry, RegistryArgs, RegistryMsg, ServerHandle, SessionMsg, SessionPolicy, ToolList, UserLoader,
+    CallRequest, GrantSource, RefreshLead, RefreshPolicy, RefresherArgs, RefresherMsg, RefresherStatus, RegistryArgs,
+    RegistryMsg, ServerHandle, SessionMsg, SessionPolicy, SharedRef, Supervisor, SupervisorArgs, SupervisorMsg,
+    ToolList, UserLoader,
 };
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
 use crate::mcp::{ConnectSettings, McpServer};
-use crate::model::{ServerConfig, ServerName, UserId};
+use crate::model::{ServerAuth, ServerConfig, ServerName, Transport, UserId};
+use crate::oauth::{OAuth, OAuthCounts, callback::CallbackListener};
 use crate::policy;
 use crate::store::{MCPCredentialStore, ServerSummary};
 
@@ -28,7 +31,9 @@ const REPLY_GRACE: Duration = Duration::from_secs(2);
 /// A running warden: the actor tree over a store.
 pub struct Warden {
     handle: WardenHandle,
-    registry_task: tokio::task::JoinHandle<()>,
+    supervisor: ActorRef<SupervisorMsg>,
+    supervisor_task: tokio::task::JoinHandle<()>,
+    callback: Option<(tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
 /// A cheap-to-clone handle over a running warden.
@@ -39,8 +44,11 @@ pub struct WardenHandle {
 
 struct Inner {
     store: MCPCredentialStore,
-    registry: ActorRef<RegistryMsg>,
+    registry: SharedRef<RegistryMsg>,
+    refresher: SharedRef<RefresherMsg>,
     config: Arc<Config>,
+    settings: Arc<ConnectSettings>,
+    oauth: Arc<OAuth>,
     closing: AtomicBool,
 }
 
@@ -63,6 +71,10 @@ pub struct Status {
     pub failed_sessions: usize,
     /// Grants by status.
     pub grants: GrantCounts,
+    /// OAuth refreshes and authorizations since start.
+    pub oauth: OAuthCounts,
+    /// Grants on the token refresher's schedule.
+    pub refresh_scheduled: usize,
 }
 
 /// Grants by status.
@@ -100,6 +112,16 @@ pub enum AuthorizationCallback {
     },
 }
 
+/// Reads the refresher's schedule from the sealed store.
+struct StoreGrants(MCPCredentialStore);
+
+#[async_trait::async_trait]
+impl GrantSource for StoreGrants {
+    async fn active_grants(&self) -> Result<Vec<(String, String, Option<i64>)>, Error> {
+        Ok(self.0.active_grants().await?.into_iter().map(|g| (g.user, g.server, g.expires_at)).collect())
+    }
+}
+
 /// Loads a user's servers from the sealed store.
 struct StoreLoader {
     store: MCPCredentialStore,
@@ -131,13 +153,35 @@ impl Warden {
         Self::start_with_store(config, store).await
     }
 
-    /// Starts warden over an open store.
+    /// Starts warden over an open store: the supervision tree (registry, token refresher) and,
+    /// if `oauth.callback_listen` is set, the OAuth callback listener.
     pub async fn start_with_store(config: Config, store: MCPCredentialStore) -> Result<Warden, Error> {
         let config = Arc::new(config);
+        let callback = match config.oauth.callback_listen.as_str() {
+            "" => None,
+            listen => Some(CallbackListener::bind(listen, &config.oauth.callback_path).await.map_err(|e| {
+                Error::new(ErrorKind::InvalidRequest, format!("cannot listen for OAuth callbacks on {listen}: {e}"))
+            })?),
+        };
+        let redirect_uri = match &callback {
+            Some(listener) if config.oauth.redirect_uri.is_empty() => listener
+                .redirect_uri()
+                .map_err(|e| Error::internal(format!("the callback listener has no address: {e}")))?,
+            _ => config.redirect_uri(),
+        };
+        let lead = RefreshLead { min_s: config.oauth.refresh_lead_s, fraction: config.oauth.refresh_lead_fraction };
+        let oauth = OAuth::new(
+            store.clone(),
+            redirect_uri,
+            i64::try_from(config.oauth.pending_ttl_s).unwrap_or(600),
+            config.policy.allow_private,
+            lead,
+        );
         let settings = Arc::new(ConnectSettings {
             connect_timeout: Duration::from_millis(config.sessions.connect_timeout_ms),
             policy: config.policy.clone(),
             stdio_inherit_env: config.policy.stdio_inherit_env.clone(),
+            oauth: oauth.clone(),
         });
         let policy = SessionPolicy {
             idle_timeout: (config.sessions.idle_timeout_s > 0)
@@ -146,12 +190,33 @@ impl Warden {
             restart_window: Duration::from_secs(config.sessions.restart_window_s),
             list_timeout: config.sessions.call_timeout(),
         };
-        let loader = Arc::new(StoreLoader { store: store.clone(), settings });
-        let (registry, registry_task) = Actor::spawn(None, Registry, RegistryArgs { loader, policy })
+        let loader = Arc::new(StoreLoader { store: store.clone(), settings: settings.clone() });
+        let (registry, refresher) = (SharedRef::default(), SharedRef::default());
+        let refresher_args = config.oauth.background_refresh.then(|| RefresherArgs {
+            source: Arc::new(StoreGrants(store.clone())),
+            registry: registry.clone(),
+            policy: RefreshPolicy { lead, ..RefreshPolicy::default() },
+        });
+        let args = SupervisorArgs {
+            registry: RegistryArgs { loader, policy },
+            refresher: refresher_args,
+            registry_ref: registry.clone(),
+            refresher_ref: refresher.clone(),
+        };
+        let (supervisor, supervisor_task) = Actor::spawn(None, Supervisor, args)
             .await
-            .map_err(|e| Error::internal(format!("starting the registry failed: {e}")))?;
-        let inner = Arc::new(Inner { store, registry, config, closing: AtomicBool::new(false) });
-        Ok(Warden { handle: WardenHandle { inner }, registry_task })
+            .map_err(|e| Error::internal(format!("starting the supervision tree failed: {e}")))?;
+        let inner =
+            Arc::new(Inner { store, registry, refresher, config, settings, oauth, closing: AtomicBool::new(false) });
+        let handle = WardenHandle { inner };
+        let callback = callback.map(|listener| {
+            let (stop, mut stopped) = tokio::sync::watch::channel(false);
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            (stop, tokio::spawn(listener.serve(handle.clone(), shutdown)))
+        });
+        Ok(Warden { handle, supervisor, supervisor_task, callback })
     }
 
     /// A handle for callers.
@@ -159,9 +224,14 @@ impl Warden {
         self.handle.clone()
     }
 
+    /// The redirect URI authorization servers send users back to.
+    pub fn redirect_uri(&self) -> &str {
+        self.handle.inner.oauth.redirect_uri()
+    }
+
     /// Stops gracefully: refuses new requests, lets in-flight ones finish for up to `grace`,
-    /// then stops every session (their credentials are wiped as their state drops) and closes
-    /// the store.
+    /// then stops every session (their credentials are wiped as their state drops), the
+    /// refresher and the callback listener, and closes the store.
     pub async fn shutdown(self, grace: Duration) {
         let inner = &self.handle.inner;
         inner.closing.store(true, Ordering::SeqCst);
@@ -172,9 +242,13 @@ impl Warden {
                 _ => break,
             }
         }
-        inner.registry.stop(Some("shutdown".into()));
+        if let Some((stop, task)) = self.callback {
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        drop(self.supervisor.send_message(SupervisorMsg::Shutdown));
         // The registry's exit kills every session; wait for it so their state is dropped.
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.registry_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.supervisor_task).await;
         inner.store.close().await;
     }
 }
@@ -203,6 +277,7 @@ impl WardenHandle {
         self.open()?;
         let removed = self.inner.store.remove_server(user, name).await?;
         self.invalidate(user);
+        self.inner.refresher.send(RefresherMsg::Unschedule { user: user.to_owned(), server: name.to_owned() });
         Ok(removed)
     }
 
@@ -245,27 +320,52 @@ impl WardenHandle {
         })
     }
 
-    /// Starts an OAuth authorization for `user`'s server `server` and returns the URL the user
-    /// should open.
+    /// Starts a fresh OAuth authorization for `user`'s server `server` and returns the URL the
+    /// user should open.
     pub async fn begin_authorization(&self, user: &str, server: &str) -> Result<AuthorizationStart, Error> {
         self.open()?;
-        UserId::parse(user)?;
-        ServerName::parse(server)?;
-        Err(Error::new(ErrorKind::NotImplemented, "OAuth is not implemented yet"))
+        let stored =
+            self.inner.store.load_server(user, server).await?.ok_or_else(|| Error::unknown_server(user, server))?;
+        if !matches!((&stored.config.transport, &stored.config.auth), (Transport::Http { .. }, ServerAuth::Oauth(_))) {
+            return Err(Error::invalid("server", format!("server {server} of user {user} does not use OAuth")));
+        }
+        McpServer::new(user.to_owned(), stored.config, self.inner.settings.clone()).begin_authorization().await
     }
 
     /// Finishes an authorization from its callback; returns the (user, server) it was for.
     pub async fn complete_authorization(&self, callback: AuthorizationCallback) -> Result<(String, String), Error> {
+        self.complete_authorization_for(callback, None).await
+    }
+
+    /// Like [`Self::complete_authorization`], refused with `forbidden` unless the authorization
+    /// belongs to `expected_user` (for connections bound to one user).
+    pub async fn complete_authorization_for(
+        &self,
+        callback: AuthorizationCallback,
+        expected_user: Option<&str>,
+    ) -> Result<(String, String), Error> {
         self.open()?;
-        drop(callback);
-        Err(Error::new(ErrorKind::NotImplemented, "OAuth is not implemented yet"))
+        let (user, server) = self.inner.oauth.complete(callback, expected_user).await?;
+        // The session picks up the new grant; the refresher schedules it.
+        self.invalidate(&user);
+        let expires_at = self
+            .inner
+            .store
+            .active_grants()
+            .await?
+            .into_iter()
+            .find(|g| g.user == user && g.server == server)
+            .and_then(|g| g.expires_at);
+        self.inner.refresher.send(RefresherMsg::Schedule { user: user.clone(), server: server.clone(), expires_at });
+        Ok((user, server))
     }
 
     /// Stops `user`'s session now (dropping its credentials and connections); returns whether
     /// one was running. Also clears a failed mark.
     pub async fn stop_session(&self, user: &str) -> Result<bool, Error> {
         UserId::parse(user)?;
-        ractor::call_t!(self.inner.registry, |reply| RegistryMsg::Stop { user: user.to_owned(), reply }, 5000)
+        let registry = self.live_registry()?;
+        ractor::call_t!(registry, |reply| RegistryMsg::Stop { user: user.to_owned(), reply }, 5000)
             .map_err(|_| Error::internal("the registry did not answer"))
     }
 
@@ -273,18 +373,37 @@ impl WardenHandle {
     pub async fn status(&self) -> Result<Status, Error> {
         let registry = self.registry_status().await?;
         let (active, reauthorization_required) = self.inner.store.grant_counts().await?;
+        let refresher = self.refresher_status().await;
         Ok(Status {
             sessions: registry.sessions,
             connections: registry.connections,
             in_flight: registry.in_flight,
             failed_sessions: registry.failed,
             grants: GrantCounts { active, reauthorization_required },
+            oauth: self.inner.oauth.stats().snapshot(),
+            refresh_scheduled: refresher.map_or(0, |r| r.scheduled),
         })
     }
 
-    /// The registry actor, for hosts that speak ractor directly.
-    pub fn registry(&self) -> ActorRef<RegistryMsg> {
-        self.inner.registry.clone()
+    /// The token refresher's counts, if it runs.
+    pub async fn refresher_status(&self) -> Option<RefresherStatus> {
+        let refresher = self.inner.refresher.get()?;
+        ractor::call_t!(refresher, RefresherMsg::Status, 5000).ok()
+    }
+
+    /// The registry actor, for hosts that speak ractor directly (`None` only while it is being
+    /// restarted or after shutdown).
+    pub fn registry(&self) -> Option<ActorRef<RegistryMsg>> {
+        self.inner.registry.get()
+    }
+
+    /// The token refresher actor, if it runs.
+    pub fn refresher(&self) -> Option<ActorRef<RefresherMsg>> {
+        self.inner.refresher.get()
+    }
+
+    fn live_registry(&self) -> Result<ActorRef<RegistryMsg>, Error> {
+        self.inner.registry.get().ok_or_else(|| Error::internal("the registry is not running"))
     }
 
     /// The store (sealed; for hosts that manage configs in bulk).
@@ -298,8 +417,8 @@ impl WardenHandle {
     }
 
     async fn registry_status(&self) -> Result<warden_actors::RegistryStatus, Error> {
-        ractor::call_t!(self.inner.registry, RegistryMsg::Status, 5000)
-            .map_err(|_| Error::internal("the registry did not answer"))
+        let registry = self.live_registry()?;
+        ractor::call_t!(registry, RegistryMsg::Status, 5000).map_err(|_| Error::internal("the registry did not answer"))
     }
 
     fn open(&self) -> Result<(), Error> {
@@ -312,7 +431,7 @@ impl WardenHandle {
 
     fn invalidate(&self, user: &str) {
         // If the registry is gone there is no session to invalidate.
-        drop(self.inner.registry.send_message(RegistryMsg::Invalidate { user: user.to_owned() }));
+        self.inner.registry.send(RegistryMsg::Invalidate { user: user.to_owned() });
     }
 
     /// Sends a request to `user`'s session through the registry and waits for the answer.
@@ -324,7 +443,7 @@ impl WardenHandle {
     ) -> Result<T, Error> {
         let (tx, rx) = ractor::concurrency::oneshot();
         let msg = RegistryMsg::Route { user: user.to_owned(), msg: make(tx.into()) };
-        if self.inner.registry.send_message(msg).is_err() {
+        if !self.inner.registry.send(msg) {
             return Err(Error::internal("the registry is not running"));
         }
         match tokio::time::timeout(wait + REPLY_GRACE, rx).await {

@@ -71,11 +71,16 @@ async fn every_method_over_a_real_socket() {
         kind(&c.call("tools.call", json!({"user": "alice", "server": "zz", "tool": "whoami"})).await),
         "unknown_server"
     );
-    assert_eq!(kind(&c.call("oauth.begin", json!({"user": "alice", "server": "gh"})).await), "not_implemented");
+    // The OAuth methods (the flow itself is tested against a real authorization server).
     assert_eq!(
-        kind(&c.call("oauth.complete", json!({"callback_url": "http://127.0.0.1/cb?code=x&state=y"})).await),
-        "not_implemented"
+        kind(&c.call("oauth.begin", json!({"user": "alice", "server": "gh"})).await),
+        "invalid_request",
+        "gh uses a bearer token"
     );
+    assert_eq!(kind(&c.call("oauth.begin", json!({"user": "alice", "server": "nope"})).await), "unknown_server");
+    let r = c.call("oauth.complete", json!({"callback_url": "http://127.0.0.1/cb?code=x&state=unknown"})).await;
+    assert_eq!(kind(&r), "invalid_request");
+    assert_eq!(kind(&c.call("oauth.complete", json!({"state": "s"})).await), "invalid_request");
     let status = c.call("status", json!({})).await.unwrap();
     assert_eq!(
         (status["sessions"].as_u64(), status["connections"].as_u64(), status["protocol_version"].as_u64()),

@@ -72,7 +72,11 @@ fn wait_exit(child: &mut Child) -> i32 {
 #[test]
 fn serve_starts_on_a_fresh_directory_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"), dir.path().join("config.toml")).unwrap();
+    // The shipped config, with the callback listener on an ephemeral port (tests run in parallel).
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+    let config = shipped.replace("callback_listen = \"127.0.0.1:8765\"", "callback_listen = \"127.0.0.1:0\"");
+    assert_ne!(config, shipped);
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
     let mut child = warden(dir.path()).arg("serve").stderr(Stdio::piped()).spawn().unwrap();
     let lines = wait_for_line(&mut child, "store ready");
     let all = lines.join("\n");
@@ -112,6 +116,7 @@ fn required_env_key_missing_or_malformed_exits_64() {
 #[test]
 fn keygen_then_rotate_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), "[oauth]\ncallback_listen = \"127.0.0.1:0\"\n").unwrap();
     let keygen = || {
         let out = warden(dir.path()).arg("keygen").output().unwrap();
         assert!(out.status.success());
@@ -151,7 +156,7 @@ async fn sigterm_during_100_in_flight_calls() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("config.toml"),
-        "[policy]\nallow_loopback = true\n[control]\nsocket_path = \"run/w.sock\"\nshutdown_grace_s = 2\n",
+        "[policy]\nallow_loopback = true\n[control]\nsocket_path = \"run/w.sock\"\nshutdown_grace_s = 2\n[oauth]\ncallback_listen = \"127.0.0.1:0\"\n",
     )
     .unwrap();
     let mut child = warden(dir.path()).arg("serve").stderr(Stdio::piped()).spawn().unwrap();
@@ -229,7 +234,7 @@ async fn cli_drives_the_daemon() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("config.toml"),
-        "[policy]\nallow_loopback = true\n[control]\nsocket_path = \"run/w.sock\"\n",
+        "[policy]\nallow_loopback = true\n[control]\nsocket_path = \"run/w.sock\"\n[oauth]\ncallback_listen = \"127.0.0.1:0\"\n",
     )
     .unwrap();
     let mut child = warden(dir.path()).arg("serve").stderr(Stdio::piped()).spawn().unwrap();

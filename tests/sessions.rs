@@ -277,7 +277,7 @@ async fn killing_a_session_mid_call() {
         assert!(Instant::now() < poll_until, "the slow call never reached the server");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let registry = w.handle.registry();
+    let registry = w.handle.registry().unwrap();
     let session =
         ractor::call_t!(registry, |reply| RegistryMsg::Lookup { user: "u0".into(), reply }, 1000).unwrap().unwrap();
     let killed_at = Instant::now();
@@ -378,7 +378,10 @@ async fn deadlines_unreachable_servers_and_tool_errors() {
 async fn egress_and_execution_policy() {
     let db = support::TestDb::sqlite().await;
     let store = db.store(support::keyring(1)).await;
-    let config = warden::Config::from_toml("[policy]\nstdio_allowed_commands = [\"/usr/bin/env\"]\n").unwrap();
+    let config = warden::Config::from_toml(
+        "[policy]\nstdio_allowed_commands = [\"/usr/bin/env\"]\n[oauth]\ncallback_listen = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
     let warden = warden::Warden::start_with_store(config, store).await.unwrap();
     let h = warden.handle();
     for url in [

@@ -28,6 +28,12 @@ pub trait ServerHandle: Send + Sync + 'static {
 
     /// Opens and initializes an MCP connection with the user's credentials.
     async fn connect(&self) -> Result<Arc<dyn Connection>, Error>;
+
+    /// Refreshes the server's OAuth grant if it is due, and returns its expiry (Unix seconds).
+    /// `Ok(None)`: nothing to refresh (static credentials, or no expiry).
+    async fn refresh(&self) -> Result<Option<i64>, Error> {
+        Ok(None)
+    }
 }
 
 /// A live MCP connection of one (user, server).

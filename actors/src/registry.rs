@@ -96,6 +96,7 @@ pub struct RegistryStatus {
 }
 
 /// Start-up arguments.
+#[derive(Clone)]
 pub struct RegistryArgs {
     /// How sessions load their users' servers.
     pub loader: Arc<dyn UserLoader>,

@@ -37,6 +37,13 @@ pub enum SessionMsg {
     ListTools(RpcReplyPort<Result<ToolList, Error>>),
     /// Call a tool.
     Call(CallRequest, RpcReplyPort<Result<CallToolResult, Error>>),
+    /// Refresh a server's OAuth grant if it is due; replies with its expiry.
+    Refresh {
+        /// The server.
+        server: String,
+        /// The new expiry (Unix seconds), `None` if the server has nothing to refresh.
+        reply: RpcReplyPort<Result<Option<i64>, Error>>,
+    },
     /// Finish in-flight work, then stop (the user's config changed).
     Retire,
     /// A task finished (sent by the session's own tasks).
@@ -50,6 +57,7 @@ impl SessionMsg {
         match self {
             SessionMsg::ListTools(reply) => drop(reply.send(Err(error))),
             SessionMsg::Call(_, reply) => drop(reply.send(Err(error))),
+            SessionMsg::Refresh { reply, .. } => drop(reply.send(Err(error))),
             SessionMsg::Retire | SessionMsg::Done => {}
         }
     }
@@ -260,6 +268,19 @@ impl Actor for UserSession {
                     let (user, list_timeout, me) = (state.user.clone(), state.list_timeout, myself.clone());
                     state.tasks.spawn(async move {
                         drop(reply.send(list_all(&user, slots, list_timeout).await));
+                        drop(guard);
+                        drop(me.send_message(SessionMsg::Done));
+                    });
+                }
+                Err(e) => state.refuse(&myself, e, reply),
+            },
+            SessionMsg::Refresh { server, reply } => match state.servers_for(Some(&server)).await {
+                Ok(mut slots) => {
+                    let Some(slot) = slots.pop() else { return Ok(()) };
+                    let guard = InFlight::new(&state.counters);
+                    let me = myself.clone();
+                    state.tasks.spawn(async move {
+                        drop(reply.send(slot.handle.refresh().await));
                         drop(guard);
                         drop(me.send_message(SessionMsg::Done));
                     });

@@ -103,12 +103,26 @@ pub(crate) async fn dispatch(
                 .map_err(|_| RpcError::new(codes::SERVER_ERROR, ErrorKind::Internal, "encoding the tool result failed"))
         }
         "oauth.begin" => {
-            let _: UserServerParams = params(request)?;
-            Err(RpcError::new(codes::SERVER_ERROR, ErrorKind::NotImplemented, "oauth.begin is not implemented yet"))
+            let p: UserServerParams = params(request)?;
+            let start = handle.begin_authorization(&p.user, &p.server).await?;
+            Ok(json!({ "authorization_url": start.authorization_url, "expires_at": start.expires_at }))
         }
         "oauth.complete" => {
-            let _: protocol::CompleteParams = params(request)?;
-            Err(RpcError::new(codes::SERVER_ERROR, ErrorKind::NotImplemented, "oauth.complete is not implemented yet"))
+            let p: protocol::CompleteParams = params(request)?;
+            let callback = match (p.callback_url, p.state, p.code) {
+                (Some(url), None, None) => crate::AuthorizationCallback::Url(url),
+                (None, Some(state), Some(code)) => crate::AuthorizationCallback::Parts { state, code, iss: p.iss },
+                _ => {
+                    return Err(RpcError::new(
+                        codes::INVALID_PARAMS,
+                        ErrorKind::InvalidRequest,
+                        "oauth.complete takes either callback_url or state and code",
+                    ));
+                }
+            };
+            let expected = binding.map(|b| b.user.as_str());
+            let (user, server) = handle.complete_authorization_for(callback, expected).await?;
+            Ok(json!({ "user": user, "server": server }))
         }
         "sessions.stop" => {
             let p: UserParams = params(request)?;

@@ -90,6 +90,18 @@ impl MCPCredentialStore {
         Ok(deleted)
     }
 
+    /// The newest unexpired pending authorization of (user, server), if any.
+    pub async fn latest_pending(&self, user: &str, server: &str) -> Result<Option<PendingAuthorization>, StoreError> {
+        let (user, server) = (UserId::parse(user)?, ServerName::parse(server)?);
+        let row: Option<(String, String, Vec<u8>, i64)> = on_db!(self.db(), pool => {
+            sqlx::query_as(
+                "SELECT user_id, server, sealed, expires_at FROM pending_authorizations
+                 WHERE user_id = $1 AND server = $2 AND expires_at > $3 ORDER BY created_at DESC, expires_at DESC LIMIT 1")
+                .bind(user.as_str()).bind(server.as_str()).bind(now_unix()).fetch_optional(pool).await?
+        });
+        self.open_pending(row)
+    }
+
     /// Deletes every expired pending authorization; returns how many.
     pub async fn purge_expired_pending(&self) -> Result<u64, StoreError> {
         let now = now_unix();

@@ -183,9 +183,10 @@ impl TestWarden {
 
     pub async fn start_on(db: TestDb, extra: &str) -> Self {
         let toml = format!(
-            "[policy]\nallow_loopback = true\nstdio_allowed_commands = [{:?}, {:?}]\n{extra}",
+            "[policy]\nallow_loopback = true\nstdio_allowed_commands = [{:?}, {:?}]\n{}",
             warden_testkit::stdio_server_binary().display().to_string(),
             node22().display().to_string(),
+            with_ephemeral_callback(extra),
         );
         let config = warden::Config::from_toml(&toml).unwrap();
         let store = db.store(keyring(1)).await;
@@ -198,6 +199,18 @@ impl TestWarden {
         if let Some(w) = self.warden.take() {
             w.shutdown(std::time::Duration::from_secs(5)).await;
         }
+    }
+}
+
+/// `extra` TOML with `[oauth] callback_listen` on an ephemeral loopback port unless it sets one
+/// (parallel tests must not share the default port).
+pub fn with_ephemeral_callback(extra: &str) -> String {
+    if extra.contains("callback_listen") {
+        extra.to_owned()
+    } else if extra.contains("[oauth]") {
+        extra.replacen("[oauth]", "[oauth]\ncallback_listen = \"127.0.0.1:0\"", 1)
+    } else {
+        format!("{extra}\n[oauth]\ncallback_listen = \"127.0.0.1:0\"\n")
     }
 }
 

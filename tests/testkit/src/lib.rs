@@ -21,6 +21,8 @@
 //! - `tools`: the rmcp handler with the tools, the call log and the stall switch.
 //! - `http`: [`spawn_http_server`] and [`RunningServer`].
 //! - `stdio`: the stdio server's environment contract, [`serve_stdio`] and the binary's locator.
+//! - `oauth`: [`OAuthWorld`], a real OAuth authorization server (oidc-provider) plus an MCP
+//!   resource server checking its tokens, run by `tools/oauth/world.mjs` under Node 22.
 //!
 //! **Invariant:** on HTTP the identity is derived from the headers of each request (rmcp hands
 //! the request's `http::request::Parts` to the handler), never remembered per session, so a
@@ -28,11 +30,13 @@
 
 mod http;
 mod identities;
+pub mod oauth;
 mod stdio;
 mod tools;
 
 pub use http::{HttpServerConfig, MCP_PATH, RunningServer, spawn_http_server};
 pub use identities::{ANONYMOUS, CredentialCheck, Identities};
+pub use oauth::{DEFAULT_ACCESS_TOKEN_TTL_S, OAuthWorld};
 pub use stdio::{
     EXIT_BAD_ENVIRONMENT, IDENTITIES_ENV, STALL_ENV, STDIO_BINARY_NAME, StdioConfigError, StdioSettings, TOKEN_ENV,
     serve_stdio, stdio_command, stdio_server_binary,
