@@ -254,3 +254,6 @@ pub(crate) fn map_auth_error(user: &str, server: &str, e: &AuthError) -> Error {
     };
     Error::new(ErrorKind::ServerUnreachable, format!("OAuth for server {server} of user {user}: {what}"))
 }
+
+#[cfg(test)]
+mod tests;

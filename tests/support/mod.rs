@@ -200,6 +200,14 @@ impl TestWarden {
             w.shutdown(std::time::Duration::from_secs(5)).await;
         }
     }
+
+    /// Stops warden and hands back its database (to start another warden on it).
+    pub async fn shutdown_keep_db(mut self) -> TestDb {
+        if let Some(w) = self.warden.take() {
+            w.shutdown(std::time::Duration::from_secs(5)).await;
+        }
+        self.db
+    }
 }
 
 /// `extra` TOML with `[oauth] callback_listen` on an ephemeral loopback port unless it sets one
