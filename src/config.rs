@@ -145,6 +145,10 @@ pub struct SessionsConfig {
     pub max_restarts: u32,
     /// The restart-counting window, in seconds.
     pub restart_window_s: u64,
+    /// How connections start: `auto` (try the 2026-07-28 `server/discover`, fall back to the
+    /// `initialize` handshake for older servers), `initialize` (older servers only) or
+    /// `discover` (2026-07-28 servers only).
+    pub lifecycle: String,
 }
 
 impl Default for SessionsConfig {
@@ -155,6 +159,7 @@ impl Default for SessionsConfig {
             idle_timeout_s: 900,
             max_restarts: 5,
             restart_window_s: 60,
+            lifecycle: "auto".into(),
         }
     }
 }
@@ -317,6 +322,9 @@ impl Config {
         }
         if !self.oauth.callback_path.starts_with('/') {
             return value("oauth.callback_path", "must start with /");
+        }
+        if !["auto", "initialize", "discover"].contains(&self.sessions.lifecycle.as_str()) {
+            return value("sessions.lifecycle", "must be auto, initialize or discover");
         }
         if self.policy.stdio_inherit_env.iter().any(|v| v.starts_with("WARDEN_")) {
             return value("policy.stdio_inherit_env", "WARDEN_* variables are never passed to children");

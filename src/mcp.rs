@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rmcp::ServiceError;
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
+use rmcp::service::ClientServiceExt as _;
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::streamable_http_client::{StreamableHttpClientTransportConfig, StreamableHttpError};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{ServiceError, ServiceExt as _};
 use warden_actors::{Connection, ServerHandle};
 
 use crate::config::PolicyConfig;
@@ -37,6 +38,20 @@ pub struct ConnectSettings {
     pub stdio_inherit_env: Vec<String>,
     /// OAuth settings and counters.
     pub oauth: Arc<crate::oauth::OAuth>,
+    /// How connections start (`sessions.lifecycle`).
+    pub lifecycle: rmcp::service::ClientLifecycleMode,
+}
+
+/// The rmcp lifecycle for a `sessions.lifecycle` setting (validated by the config).
+pub fn lifecycle(setting: &str) -> rmcp::service::ClientLifecycleMode {
+    use rmcp::model::ProtocolVersion;
+    use rmcp::service::ClientLifecycleMode;
+    let preferred_versions = ProtocolVersion::KNOWN_VERSIONS.iter().rev().cloned().collect::<Vec<_>>();
+    match setting {
+        "initialize" => ClientLifecycleMode::Initialize,
+        "discover" => ClientLifecycleMode::Discover { preferred_versions },
+        _ => ClientLifecycleMode::Auto { preferred_versions, legacy_version: None },
+    }
 }
 
 /// One configured server of one user, with the user's decrypted credentials.
@@ -136,7 +151,8 @@ impl McpServer {
                 let oauth = self.oauth_server().await?;
                 let client = oauth.auth_client().await?;
                 let transport = StreamableHttpClientTransport::with_client(client, config);
-                return match self.initialize(().serve(transport)).await {
+                return match self.initialize(().serve_with_lifecycle(transport, self.settings.lifecycle.clone())).await
+                {
                     Ok(running) => Ok((running, Some(oauth))),
                     Err(Failure::Auth(failure)) => Err(failure.resolve(&oauth).await),
                     Err(Failure::Other(e)) => Err(e),
@@ -152,7 +168,7 @@ impl McpServer {
         let client = self.http_client(url).await?;
         let transport = StreamableHttpClientTransport::with_client(client, config);
         let running = self
-            .initialize(().serve(transport))
+            .initialize(().serve_with_lifecycle(transport, self.settings.lifecycle.clone()))
             .await
             .map_err(|f| f.static_credentials(&self.user, &self.config.name))?;
         Ok((running, None))
@@ -179,7 +195,9 @@ impl McpServer {
         let (child, _) = TokioChildProcess::builder(wrapped).stderr(Stdio::null()).spawn().map_err(|e| {
             Error::unreachable(user, server, &format!("its command could not be started ({})", e.kind()))
         })?;
-        self.initialize(().serve(child)).await.map_err(|f| f.static_credentials(user, server))
+        self.initialize(().serve_with_lifecycle(child, self.settings.lifecycle.clone()))
+            .await
+            .map_err(|f| f.static_credentials(user, server))
     }
 
     async fn initialize<F>(&self, serve: F) -> Result<RunningService<RoleClient, ()>, Failure>

@@ -193,9 +193,10 @@ impl OAuth {
         let mut manager = manager.map_err(|e| map_auth_error(&user, &server, &e))?;
         manager.set_credential_store(grants);
         manager.set_state_store(stores::PendingStore::new(self.store.clone(), &user, &server));
-        // Discovery again (best effort) so the token request names the same RFC 8707 resource
-        // as the authorization request did; then the endpoints exactly as they were.
-        let _ = manager.resolve_metadata().await;
+        // Discovery again, from the same challenge (best effort), so the token request names the
+        // same RFC 8707 resource as the authorization request did; then the endpoints exactly
+        // as they were.
+        let _ = manager.resolve_metadata_from_challenge(payload.challenge.as_deref()).await;
         manager.set_metadata(payload.metadata.clone());
         let mut config = OAuthClientConfig::new(payload.client_id.clone(), payload.redirect_uri.clone())
             .with_scopes(payload.state.requested_scopes.clone());

@@ -182,6 +182,7 @@ impl Warden {
             policy: config.policy.clone(),
             stdio_inherit_env: config.policy.stdio_inherit_env.clone(),
             oauth: oauth.clone(),
+            lifecycle: crate::mcp::lifecycle(&config.sessions.lifecycle),
         });
         let policy = SessionPolicy {
             idle_timeout: (config.sessions.idle_timeout_s > 0)

@@ -11,7 +11,7 @@ use rmcp::transport::auth::{
     AuthClient, AuthError, AuthorizationManager, AuthorizationRequest, AuthorizationSession, OAuthClientConfig,
 };
 
-use super::stores::{GrantStore, PendingStore};
+use super::stores::{GrantStore, PendingFlow, PendingStore};
 use super::{OAuth, map_auth_error};
 use crate::error::{Error, ErrorKind};
 use crate::model::OAuthSettings;
@@ -77,16 +77,15 @@ impl OAuthServer {
     }
 
     /// The `AuthClient` for the MCP transport, built from the stored grant. Without a usable
-    /// grant, the error carries the URL the user should open.
+    /// grant it sends requests unauthenticated, so the server's 401 brings the challenge that
+    /// seeds discovery (its `resource_metadata` and `scope`); that client is not kept.
     pub(crate) async fn auth_client(&self) -> Result<AuthClient<reqwest::Client>, Error> {
         let mut slot = self.client.lock().await;
         if let Some(client) = slot.as_ref() {
             return Ok(client.clone());
         }
-        let grant = match self.grants.read().await? {
-            None => return Err(self.authorization_required(None).await),
-            Some(Err(_)) => return Err(self.reauthorization_required().await),
-            Some(Ok(grant)) => grant,
+        let Some(Ok(grant)) = self.grants.read().await? else {
+            return Ok(AuthClient::new(self.http.clone(), self.new_manager().await?));
         };
         let context = self.grants.context();
         let mut manager = self.new_manager().await?;
@@ -117,7 +116,7 @@ impl OAuthServer {
     pub(crate) async fn unauthorized(&self, challenge: Option<&str>) -> Error {
         self.reset().await;
         match self.grants.read().await {
-            Ok(Some(Err(_))) => self.reauthorization_required().await,
+            Ok(Some(Err(_))) => self.reauthorization_required(challenge).await,
             Ok(_) => self.authorization_required(challenge).await,
             Err(e) => e.into(),
         }
@@ -136,12 +135,12 @@ impl OAuthServer {
     }
 
     /// `reauthorization_required`, with a URL.
-    pub(crate) async fn reauthorization_required(&self) -> Error {
+    pub(crate) async fn reauthorization_required(&self, challenge: Option<&str>) -> Error {
         let message = format!(
             "the grant of user {} for server {} was rejected; authorize again at the URL",
             self.user, self.server
         );
-        match self.begin(None, true).await {
+        match self.begin(challenge, true).await {
             Ok(start) => {
                 Error::new(ErrorKind::ReauthorizationRequired, message).with_authorization_url(start.authorization_url)
             }
@@ -167,38 +166,58 @@ impl OAuthServer {
         let resolution = manager.resolve_metadata_from_challenge(challenge).await.map_err(|e| self.auth_error(&e))?;
         let metadata = resolution.metadata.clone();
         manager.set_metadata(resolution.metadata);
-        let mut request = AuthorizationRequest::new(self.oauth.redirect_uri.clone())
-            .with_initial_scope_selection()
-            .with_client_name("warden");
+        let redirect_uri = self.oauth.redirect_uri.clone();
+        let mut request = AuthorizationRequest::new(redirect_uri.clone()).with_client_name("warden");
         if !self.settings.scopes.is_empty() {
             request = request.with_scopes(self.settings.scopes.clone());
-        }
-        if let Some(client_id) = &self.settings.client_id {
-            request = request.with_preregistered_client(client_id.clone());
-            if let Some(secret) = self.client_secret() {
-                request = request.with_client_secret(secret);
-            }
-        }
-        if let Some(url) = &self.settings.client_metadata_url {
-            request = request.with_client_metadata_url(url.clone());
         }
         if let Some(challenge) = challenge {
             request = request.with_challenge(challenge.to_owned());
         }
+        // Client identity, in the MCP order: a pre-registered client; a client-ID metadata
+        // document if the authorization server supports them; dynamic registration. warden
+        // registers itself (rather than leaving it to the session) to keep any client secret
+        // the server issues: finishing the flow, and every refresh, need it.
+        let supports_cimd = metadata
+            .additional_fields
+            .get("client_id_metadata_document_supported")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        let mut client_secret = self.client_secret();
+        if let Some(client_id) = &self.settings.client_id {
+            request = request.with_preregistered_client(client_id.clone());
+            if let Some(secret) = &client_secret {
+                request = request.with_client_secret(secret.clone());
+            }
+        } else if let Some(url) = self.settings.client_metadata_url.as_ref().filter(|_| supports_cimd) {
+            request = request.with_client_metadata_url(url.clone());
+        } else if metadata.registration_endpoint.is_some() {
+            let scopes = if self.settings.scopes.is_empty() {
+                manager.select_scopes(None, &[])
+            } else {
+                self.settings.scopes.clone()
+            };
+            let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
+            let registered =
+                manager.register_client("warden", &redirect_uri, &scope_refs).await.map_err(|e| self.auth_error(&e))?;
+            request = request.with_preregistered_client(registered.client_id);
+            client_secret = registered.client_secret;
+            if let Some(secret) = &client_secret {
+                request = request.with_client_secret(secret.clone());
+            }
+        }
         let session = AuthorizationSession::new(manager, request).await.map_err(|(_, e)| self.auth_error(&e))?;
         let (client_id, _) = session.get_credentials().await.map_err(|e| self.auth_error(&e))?;
         let authorization_url = session.get_authorization_url().to_owned();
-        let expires_at = self
-            .pending
-            .persist(
-                client_id,
-                self.client_secret(),
-                self.oauth.redirect_uri.clone(),
-                metadata,
-                authorization_url.clone(),
-                self.oauth.pending_ttl_s,
-            )
-            .await?;
+        let flow = PendingFlow {
+            client_id,
+            client_secret,
+            redirect_uri,
+            metadata,
+            authorization_url: authorization_url.clone(),
+            challenge: challenge.map(str::to_owned),
+        };
+        let expires_at = self.pending.persist(flow, self.oauth.pending_ttl_s).await?;
         let _ = self.oauth.store.audit(&self.user, Some(&self.server), AuditEvent::AuthorizationStarted, "").await;
         Ok(AuthorizationStart { authorization_url, expires_at })
     }
@@ -231,18 +250,15 @@ impl OAuthServer {
             return self.authorization_required(Some(challenge)).await;
         };
         let client_id = self.grants.cached().map(|g| g.credentials.client_id).unwrap_or_default();
-        match self
-            .pending
-            .persist(
-                client_id,
-                self.client_secret().or(context.client_secret),
-                context.redirect_uri,
-                metadata,
-                url.clone(),
-                self.oauth.pending_ttl_s,
-            )
-            .await
-        {
+        let flow = PendingFlow {
+            client_id,
+            client_secret: self.client_secret().or(context.client_secret),
+            redirect_uri: context.redirect_uri,
+            metadata,
+            authorization_url: url.clone(),
+            challenge: Some(challenge.to_owned()),
+        };
+        match self.pending.persist(flow, self.oauth.pending_ttl_s).await {
             Ok(_) => Error::new(ErrorKind::AuthorizationRequired, message).with_authorization_url(url),
             Err(e) => e.into(),
         }
@@ -262,7 +278,7 @@ impl OAuthServer {
                 ));
             }
             Some(Err(GrantStatus::ReauthorizationRequired | GrantStatus::Active)) => {
-                return Err(self.reauthorization_required().await);
+                return Err(self.reauthorization_required(None).await);
             }
             Some(Ok(grant)) => grant,
         };
@@ -283,7 +299,7 @@ impl OAuthServer {
                 drop(manager);
                 self.reset().await;
                 let _ = e;
-                Err(self.reauthorization_required().await)
+                Err(self.reauthorization_required(None).await)
             }
             Err(e) => {
                 self.oauth.stats.failed_refreshes.fetch_add(1, Ordering::Relaxed);

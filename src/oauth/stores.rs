@@ -45,6 +45,10 @@ pub(crate) struct PendingPayload {
     pub(crate) redirect_uri: String,
     pub(crate) metadata: AuthorizationMetadata,
     pub(crate) authorization_url: String,
+    /// The server's `WWW-Authenticate` challenge that started the flow, to repeat the same
+    /// discovery when finishing it (the RFC 8707 resource must match).
+    #[serde(default)]
+    pub(crate) challenge: Option<String>,
 }
 
 /// The context a grant is saved with (not part of rmcp's `StoredCredentials`).
@@ -257,6 +261,16 @@ fn lock_guarded(shared: &Shared) -> std::sync::MutexGuard<'_, Option<i64>> {
     lock(&shared.guarded_generation)
 }
 
+/// What a started flow needs to be finished, besides rmcp's state.
+pub(crate) struct PendingFlow {
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Option<String>,
+    pub(crate) redirect_uri: String,
+    pub(crate) metadata: AuthorizationMetadata,
+    pub(crate) authorization_url: String,
+    pub(crate) challenge: Option<String>,
+}
+
 /// rmcp `StateStore` for one (user, server).
 #[derive(Clone)]
 pub(crate) struct PendingStore {
@@ -272,19 +286,13 @@ impl PendingStore {
     }
 
     /// Seals the state rmcp just created, with the flow's context, into the database.
-    pub(crate) async fn persist(
-        &self,
-        client_id: String,
-        client_secret: Option<String>,
-        redirect_uri: String,
-        metadata: AuthorizationMetadata,
-        authorization_url: String,
-        ttl_s: i64,
-    ) -> Result<i64, StoreError> {
+    pub(crate) async fn persist(&self, flow: PendingFlow, ttl_s: i64) -> Result<i64, StoreError> {
         let Some((csrf, state)) = lock(&self.stash).take() else {
             return Err(StoreError::Corrupt { what: "authorization state (none was created)" });
         };
-        let payload = PendingPayload { state, client_id, client_secret, redirect_uri, metadata, authorization_url };
+        let PendingFlow { client_id, client_secret, redirect_uri, metadata, authorization_url, challenge } = flow;
+        let payload =
+            PendingPayload { state, client_id, client_secret, redirect_uri, metadata, authorization_url, challenge };
         let bytes = Zeroizing::new(
             serde_json::to_vec(&payload).map_err(|_| StoreError::Corrupt { what: "authorization state" })?,
         );
