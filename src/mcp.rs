@@ -23,7 +23,7 @@ use warden_actors::{Connection, ServerHandle};
 use crate::config::PolicyConfig;
 use crate::error::{Error, ErrorKind};
 use crate::model::{ServerAuth, ServerConfig, Transport};
-use crate::oauth::OAuthServer;
+use crate::oauth::{OAuthServer, RefreshOrigin};
 use crate::policy;
 use crate::secret::Secret;
 
@@ -241,7 +241,7 @@ impl ServerHandle for McpServer {
 
     async fn refresh(&self) -> Result<Option<i64>, Error> {
         match &self.config.auth {
-            ServerAuth::Oauth(_) => self.oauth_server().await?.refresh().await,
+            ServerAuth::Oauth(_) => self.oauth_server().await?.refresh_detached(RefreshOrigin::Background).await,
             _ => Ok(None),
         }
     }
@@ -295,6 +295,7 @@ struct McpConnection {
 #[async_trait]
 impl Connection for McpConnection {
     async fn list_tools(&self) -> Result<Vec<Tool>, Error> {
+        self.refresh_if_due().await?;
         match self.running.list_all_tools().await {
             Ok(tools) => Ok(tools),
             Err(e) => Err(self.resolve(self.classify(&e)).await),
@@ -307,6 +308,7 @@ impl Connection for McpConnection {
         arguments: Option<JsonObject>,
         _timeout: Duration,
     ) -> Result<CallToolResult, Error> {
+        self.refresh_if_due().await?;
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = arguments;
         match self.running.call_tool(params).await {
@@ -321,6 +323,16 @@ impl Connection for McpConnection {
 }
 
 impl McpConnection {
+    /// For OAuth: a token that is due is refreshed before the call, in a task the call's
+    /// cancellation cannot stop (see `OAuthServer::refresh_detached`), so rmcp never has to
+    /// refresh inside the request itself, where a timeout or a killed session would drop it.
+    async fn refresh_if_due(&self) -> Result<(), Error> {
+        match &self.oauth {
+            Some(oauth) if oauth.due() => oauth.refresh_detached(RefreshOrigin::Call).await.map(drop),
+            _ => Ok(()),
+        }
+    }
+
     fn classify(&self, e: &ServiceError) -> Failure {
         let (user, server) = (self.user.as_str(), self.server.as_str());
         Failure::Other(match e {

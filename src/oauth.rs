@@ -22,7 +22,7 @@ pub mod callback;
 mod server;
 mod stores;
 
-pub(crate) use server::OAuthServer;
+pub(crate) use server::{OAuthServer, RefreshOrigin};
 
 /// Process-wide OAuth settings and counters, shared by every user's [`OAuthServer`]s.
 #[derive(Debug)]

@@ -346,7 +346,12 @@ impl WardenHandle {
         expected_user: Option<&str>,
     ) -> Result<(String, String), Error> {
         self.open()?;
-        let (user, server) = self.inner.oauth.complete(callback, expected_user).await?;
+        // In a task of its own: once the code is exchanged, the grant is stored even if the
+        // caller goes away (the code cannot be used twice).
+        let (oauth, expected) = (self.inner.oauth.clone(), expected_user.map(str::to_owned));
+        let (user, server) = tokio::spawn(async move { oauth.complete(callback, expected.as_deref()).await })
+            .await
+            .map_err(|_| Error::internal("finishing the authorization failed"))??;
         // The session picks up the new grant; the refresher schedules it.
         self.invalidate(&user);
         let expires_at = self

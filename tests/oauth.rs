@@ -62,7 +62,9 @@ async fn authorization_code_flow_then_calls() {
     let fresh = w.handle.begin_authorization("alice", "notes").await.unwrap();
     assert_ne!(fresh.authorization_url, first_url);
 
-    authorize(&w, &world, "alice", "notes", "alice").await;
+    // Finish the first flow (the fresh one stays pending).
+    let callback = world.login_via_http(&first_url, "alice").await.unwrap();
+    w.handle.complete_authorization(AuthorizationCallback::Url(Secret::new(callback))).await.unwrap();
     assert_eq!(whoami(&w, "alice", "notes").await.unwrap(), "alice");
     let listed = w.handle.list_tools("alice").await.unwrap();
     assert!(listed.tools.iter().any(|t| t.tool.name == "whoami"));

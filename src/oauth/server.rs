@@ -264,9 +264,35 @@ impl OAuthServer {
         }
     }
 
+    /// Whether the cached grant must be refreshed before a call: when rmcp itself would refresh
+    /// inside the request (less than `max(1 s, min(30 s, lifetime / 2))` left). That is later
+    /// than the refresher's lead, so with the refresher running a call only refreshes if the
+    /// refresher fell behind. No database access: this is on every call's path.
+    pub(crate) fn due(&self) -> bool {
+        let Some(grant) = self.grants.cached() else { return false };
+        let (Some(expires_at), Some(lifetime)) = (grant.expires_at, super::stores::lifetime_s(&grant.credentials))
+        else {
+            return false;
+        };
+        let buffer = i64::try_from((lifetime / 2).clamp(1, 30)).unwrap_or(30);
+        expires_at - now_unix() < buffer
+    }
+
+    /// Refreshes in a task of its own, which a caller's cancellation cannot stop: once the
+    /// authorization server has rotated the refresh token, the new one is stored even if the
+    /// session that asked is killed or the call times out (a dropped refresh would lose it,
+    /// and the next refresh would present a used token).
+    pub(crate) async fn refresh_detached(self: &Arc<Self>, origin: RefreshOrigin) -> Result<Option<i64>, Error> {
+        let me = self.clone();
+        tokio::spawn(async move { me.refresh(origin).await }).await.unwrap_or_else(|_| {
+            Err(Error::internal(format!("the refresh of server {} of user {} failed", self.server, self.user)))
+        })
+    }
+
     /// Refreshes the grant if it is due (another refresh may just have happened; then this
-    /// returns the new expiry without a request). Returns the expiry.
-    pub(crate) async fn refresh(&self) -> Result<Option<i64>, Error> {
+    /// returns the new expiry without a request). Returns the expiry. Use
+    /// [`Self::refresh_detached`].
+    async fn refresh(&self, origin: RefreshOrigin) -> Result<Option<i64>, Error> {
         let client = self.auth_client().await?;
         let manager = client.auth_manager.clone();
         let manager = manager.lock().await;
@@ -292,13 +318,14 @@ impl OAuthServer {
         }
         match manager.refresh_token().await {
             Ok(_) => {
-                self.oauth.stats.background_refreshes.fetch_add(1, Ordering::Relaxed);
+                if origin == RefreshOrigin::Background {
+                    self.oauth.stats.background_refreshes.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(self.grants.cached().and_then(|g| g.expires_at))
             }
-            Err(e @ (AuthError::TokenRefreshRejected(_) | AuthError::AuthorizationRequired)) => {
+            Err(AuthError::TokenRefreshRejected(_) | AuthError::AuthorizationRequired) => {
                 drop(manager);
                 self.reset().await;
-                let _ = e;
                 Err(self.reauthorization_required(None).await)
             }
             Err(e) => {
@@ -307,4 +334,13 @@ impl OAuthServer {
             }
         }
     }
+}
+
+/// Who asked for a refresh (for the counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefreshOrigin {
+    /// The token refresher, ahead of expiry.
+    Background,
+    /// A call that found its token due.
+    Call,
 }
