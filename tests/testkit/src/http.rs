@@ -70,6 +70,7 @@ pub struct RunningServer {
     shared: Arc<Shared>,
     cancel: CancellationToken,
     task: Option<JoinHandle<io::Result<()>>>,
+    stateful: bool,
 }
 
 /// Starts the HTTP MCP server on `127.0.0.1` at an ephemeral port, serving [`MCP_PATH`].
@@ -77,28 +78,34 @@ pub struct RunningServer {
 /// Must be called inside a Tokio runtime; the server runs as a task of that runtime.
 pub async fn spawn_http_server(cfg: HttpServerConfig) -> io::Result<RunningServer> {
     let shared = Arc::new(Shared::default());
-    shared.set_check(cfg.credentials);
-    let cancel = CancellationToken::new();
+    shared.set_check(cfg.credentials.clone());
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    let (cancel, task) = serve(listener, Arc::clone(&shared), cfg.stateful);
+    tracing::debug!(%addr, "testkit HTTP MCP server listening");
+    Ok(RunningServer { addr, shared, cancel, task: Some(task), stateful: cfg.stateful })
+}
 
+/// Serves the MCP endpoint on `listener` until the returned token is cancelled.
+fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stateful: bool,
+) -> (CancellationToken, JoinHandle<io::Result<()>>) {
+    let cancel = CancellationToken::new();
     let factory_shared = Arc::clone(&shared);
     let mcp = StreamableHttpService::new(
         move || Ok(ToolServer::http(Arc::clone(&factory_shared))),
         Arc::new(LocalSessionManager::default()),
         // The default allowed hosts (`localhost`, `127.0.0.1`, `::1`, any port) fit our bind.
         StreamableHttpServerConfig::default()
-            .with_legacy_session_mode(cfg.stateful)
+            .with_legacy_session_mode(stateful)
             .with_cancellation_token(cancel.child_token()),
     );
-    let app = Router::new()
-        .route_service(MCP_PATH, mcp)
-        .layer(middleware::from_fn_with_state(Arc::clone(&shared), authenticate));
-
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    let addr = listener.local_addr()?;
+    let app = Router::new().route_service(MCP_PATH, mcp).layer(middleware::from_fn_with_state(shared, authenticate));
     let signal = cancel.clone().cancelled_owned();
     let task = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(signal).await });
-    tracing::debug!(%addr, "testkit HTTP MCP server listening");
-    Ok(RunningServer { addr, shared, cancel, task: Some(task) })
+    (cancel, task)
 }
 
 /// Counts the request, and answers 401 unless it carries a credential the check knows.
@@ -152,6 +159,33 @@ impl RunningServer {
     /// request, including requests on existing sessions.
     pub fn set_credentials(&self, credentials: CredentialCheck) {
         self.shared.set_check(credentials);
+    }
+
+    /// Drops every connection and MCP session at once and listens again on the same address
+    /// (a server restart, as clients see it). Counters, credentials and the stall are kept.
+    pub async fn restart(&mut self) -> io::Result<()> {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        // The old listener is closed once its task is gone; the port is free again.
+        let mut attempts = 0;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(e) if attempts < 50 => {
+                    attempts += 1;
+                    tracing::debug!(error = %e, "rebinding the testkit server");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let (cancel, task) = serve(listener, Arc::clone(&self.shared), self.stateful);
+        self.cancel = cancel;
+        self.task = Some(task);
+        Ok(())
     }
 
     /// Stops accepting connections, ends the MCP sessions, and waits (up to a few seconds) for
