@@ -221,7 +221,7 @@ async fn chaos_under_load() {
     let reuse = stats["reuse_detected"].as_u64().unwrap_or(0);
     let c = &*counts;
     let (made, answered) = (c.made.load(Ordering::Relaxed), c.answered.load(Ordering::Relaxed));
-    println!("chaos (seed {SEED:#x}, {:?}): actions {actions:?}", CHAOS_FOR);
+    println!("chaos (seed {SEED:#x}, {CHAOS_FOR:?}): actions {actions:?}");
     println!(
         "chaos: calls made {made}, answered {answered} ({} ok, {} typed errors), hangs {}, crossings {}, grants lost or corrupted {grants_lost}, \
          refresh tokens used twice {reuse}, authorization-server refreshes {}, recovery {:.2} s",
