@@ -145,6 +145,8 @@ pub struct SessionsConfig {
     pub max_restarts: u32,
     /// The restart-counting window, in seconds.
     pub restart_window_s: u64,
+    /// Most requests in flight on one (user, server) connection; more wait their turn.
+    pub max_concurrent_requests: usize,
     /// How connections start: `auto` (try the 2026-07-28 `server/discover`, fall back to the
     /// `initialize` handshake for older servers), `initialize` (older servers only) or
     /// `discover` (2026-07-28 servers only).
@@ -159,6 +161,7 @@ impl Default for SessionsConfig {
             idle_timeout_s: 900,
             max_restarts: 5,
             restart_window_s: 60,
+            max_concurrent_requests: 128,
             lifecycle: "auto".into(),
         }
     }
@@ -322,6 +325,9 @@ impl Config {
         }
         if !self.oauth.callback_path.starts_with('/') {
             return value("oauth.callback_path", "must start with /");
+        }
+        if self.sessions.max_concurrent_requests == 0 {
+            return value("sessions.max_concurrent_requests", "must be at least 1");
         }
         if !["auto", "initialize", "discover"].contains(&self.sessions.lifecycle.as_str()) {
             return value("sessions.lifecycle", "must be auto, initialize or discover");

@@ -252,6 +252,7 @@ async fn open_store(config: &Config) -> Result<(MCPCredentialStore, KeySource), 
 }
 
 async fn serve(config: Config) -> Result<(), Failure> {
+    let signals = Signals::install()?;
     let (store, source) = open_store(&config).await?;
     let socket = ControlSocket::bind(&config.control.socket_path).await.map_err(config_failure)?;
     match &source {
@@ -276,7 +277,7 @@ async fn serve(config: Config) -> Result<(), Failure> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     info!(socket = %socket.path().display(), "control socket listening");
     let control = tokio::spawn(socket.serve(context, allowed_uids, max_connections, stop_rx));
-    wait_for_signal().await?;
+    signals.wait().await;
     info!("shutting down: no new requests; in-flight requests may finish");
     // The control task stops accepting, drains in-flight requests within the grace period,
     // answers any left, and removes the socket file.
@@ -287,15 +288,27 @@ async fn serve(config: Config) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<(), Failure> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = int.recv() => info!("SIGINT received"),
+/// SIGTERM and SIGINT, caught from the moment this is built (so a signal during start-up is
+/// not lost to the default action).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, Failure> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        Ok(Self { term, int })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => info!("SIGTERM received"),
+            _ = self.int.recv() => info!("SIGINT received"),
+        }
+    }
 }
 
 async fn rotate(config: Config) -> Result<(), Failure> {

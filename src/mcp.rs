@@ -40,6 +40,8 @@ pub struct ConnectSettings {
     pub oauth: Arc<crate::oauth::OAuth>,
     /// How connections start (`sessions.lifecycle`).
     pub lifecycle: rmcp::service::ClientLifecycleMode,
+    /// Most requests in flight on one HTTP connection (`sessions.max_concurrent_requests`).
+    pub max_concurrent_requests: usize,
 }
 
 /// The rmcp lifecycle for a `sessions.lifecycle` setting (validated by the config).
@@ -146,6 +148,8 @@ impl McpServer {
         url: &str,
     ) -> Result<(RunningService<RoleClient, ()>, Option<Arc<OAuthServer>>), Error> {
         let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
+        // rmcp's default is 16: a user's calls beyond that would queue inside the transport.
+        config.max_concurrent_requests = self.settings.max_concurrent_requests;
         match &self.config.auth {
             ServerAuth::Oauth(_) => {
                 let oauth = self.oauth_server().await?;

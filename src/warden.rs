@@ -183,6 +183,7 @@ impl Warden {
             stdio_inherit_env: config.policy.stdio_inherit_env.clone(),
             oauth: oauth.clone(),
             lifecycle: crate::mcp::lifecycle(&config.sessions.lifecycle),
+            max_concurrent_requests: config.sessions.max_concurrent_requests,
         });
         let policy = SessionPolicy {
             idle_timeout: (config.sessions.idle_timeout_s > 0)
