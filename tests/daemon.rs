@@ -8,66 +8,12 @@
     clippy::needless_pass_by_value
 )]
 
-use std::io::{BufRead as _, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn warden(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
-    cmd.current_dir(dir)
-        .env_remove("WARDEN_MASTER_KEY")
-        .env_remove("WARDEN_PREVIOUS_KEYS")
-        .env_remove("WARDEN_DATABASE_URL")
-        .env_remove("WARDEN_CONFIG")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1");
-    cmd
-}
+mod support;
 
-/// Reads the child's stderr until a line contains `needle` (or fails after 30 s); returns all
-/// lines read.
-fn wait_for_line(child: &mut Child, needle: &str) -> Vec<String> {
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut lines = Vec::new();
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-            let found = line.contains(needle);
-            lines.push(line);
-            if found {
-                // Drain the rest in the background so the child never blocks on a full pipe.
-                std::thread::spawn(move || while rx.recv().is_ok() {});
-                return lines;
-            }
-        }
-    }
-    panic!("no line containing {needle:?} within 30 s; got {lines:#?}");
-}
-
-fn sigterm(child: &Child) {
-    let pid = i32::try_from(child.id()).unwrap();
-    assert_eq!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().code(), Some(0));
-}
-
-fn wait_exit(child: &mut Child) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        assert!(Instant::now() < deadline, "warden did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use support::process::{sigterm, wait_exit, wait_for_line, warden};
 
 #[test]
 fn serve_starts_on_a_fresh_directory_and_stops_on_sigterm() {
