@@ -80,7 +80,7 @@ async fn sigkill_during_refresh_cycles() {
     // Let the last daemon refresh for a few cycles, then use every grant.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let mut client = Client::connect(&socket).await.unwrap();
-    let (mut working, mut reauthorization) = (0, 0);
+    let (mut working, mut reauthorization) = (0u64, 0u64);
     for user in USERS {
         match client.call("tools.call", json!({"user": user, "server": "notes", "tool": "whoami"})).await {
             Ok(r) => {
@@ -122,7 +122,7 @@ async fn sigkill_during_refresh_cycles() {
     }
     assert_eq!(intact, KILLS);
     assert!(
-        reauthorization as u64 <= revoked,
+        reauthorization <= revoked,
         "a grant needs re-authorization without the authorization server having revoked it"
     );
     assert!(stats["refreshes"].as_u64().unwrap() >= KILLS as u64 / 2, "refreshes kept happening across restarts");
