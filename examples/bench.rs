@@ -4,7 +4,11 @@
 //! on a temporary SQLite database, and warden's control socket served in-process. Against that
 //! one server it measures, with warm connections:
 //!
-//! - `bare`: rmcp's own client (`StreamableHttpClientTransport` + `().serve(..)`);
+//! - `bare`: rmcp's own client, `StreamableHttpClientTransport` started with the same lifecycle
+//!   as warden (so both speak the same protocol version), in two flavours: `from_config`
+//!   (rmcp's default reqwest client, which disables keep-alive: a TCP connect per call) and
+//!   `with_client(reqwest::Client::new(), ..)` (keep-alive, like warden's own HTTP client; the
+//!   baseline the budget is checked against);
 //! - `in-process`: `WardenHandle::call_tool` (one user, one session, one upstream connection);
 //! - `socket`: `warden::client::Client` over the Unix control socket (`tools.call`).
 //!
@@ -71,6 +75,16 @@ struct Args {
     /// Bare rmcp clients for the multi-client throughput baseline.
     #[arg(long, default_value_t = 4)]
     bare_clients: usize,
+    /// The MCP lifecycle, for warden (`[sessions] lifecycle`) and for the bare clients alike,
+    /// so both speak the same protocol version: `auto` (warden's default; against this server
+    /// it negotiates 2026-07-28), `initialize` (what rmcp's plain `().serve()` does,
+    /// 2025-11-25), or `discover`.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "initialize", "discover"])]
+    lifecycle: String,
+    /// Instead of the rounds, run only this configuration's throughput phase for the duration
+    /// and exit (to profile one path, e.g. under `perf record`).
+    #[arg(long, value_parser = ["bare", "in-process", "socket"])]
+    profile: Option<String>,
 }
 
 /// One way of making a call.
@@ -212,60 +226,164 @@ async fn concurrent(targets: Vec<Target>, duration: Duration) -> anyhow::Result<
     Ok((back, total as f64 / elapsed, cpu as f64 / 1e3 / total as f64))
 }
 
+/// Which reqwest client a bare rmcp transport gets.
+#[derive(Debug, Clone, Copy)]
+enum Http {
+    /// `StreamableHttpClientTransport::from_config`: rmcp's default client, which sets
+    /// `pool_max_idle_per_host(0)`, so every POST opens a new TCP connection.
+    RmcpDefault,
+    /// `StreamableHttpClientTransport::with_client(reqwest::Client::new(), ..)`: keep-alive
+    /// connections, as warden's own per-server reqwest client has.
+    Pooled,
+}
+
 /// A bare rmcp client of the server, warm (initialized).
 async fn bare_client(
     url: &str,
+    http: Http,
     lifecycle: Option<ClientLifecycleMode>,
 ) -> anyhow::Result<RunningService<RoleClient, ()>> {
     let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(TOKEN.to_owned());
-    let transport = StreamableHttpClientTransport::from_config(config);
+    let transport = match http {
+        Http::RmcpDefault => StreamableHttpClientTransport::from_config(config),
+        Http::Pooled => StreamableHttpClientTransport::with_client(reqwest::Client::new(), config),
+    };
     Ok(match lifecycle {
         None => ().serve(transport).await?,
         Some(mode) => ().serve_with_lifecycle(transport, mode).await?,
     })
 }
 
-/// The names of the latency and throughput configurations, in table order.
-const SEQ: [&str; 3] = ["bare rmcp", "warden in-process", "warden socket"];
+/// One configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cfg {
+    /// One bare client, rmcp's default HTTP client (`from_config`).
+    BareDefault,
+    /// One bare client with a keep-alive reqwest client.
+    BarePooled,
+    /// Several bare clients with keep-alive reqwest clients, callers spread over them.
+    BarePooledMany,
+    /// `WardenHandle::call_tool`.
+    InProcess,
+    /// `warden::client::Client` over the control socket (one connection per caller).
+    Socket,
+}
+
+/// The latency configurations, in table order.
+const SEQ: [Cfg; 4] = [Cfg::BareDefault, Cfg::BarePooled, Cfg::InProcess, Cfg::Socket];
+/// The throughput configurations, in table order.
+const CONC: [Cfg; 5] = [Cfg::BareDefault, Cfg::BarePooled, Cfg::BarePooledMany, Cfg::InProcess, Cfg::Socket];
+
+impl Cfg {
+    fn name(self, bare_clients: usize) -> String {
+        match self {
+            Cfg::BareDefault => "bare rmcp, `from_config` (no keep-alive), 1 client".into(),
+            Cfg::BarePooled => "bare rmcp, keep-alive reqwest, 1 client".into(),
+            Cfg::BarePooledMany => format!("bare rmcp, keep-alive reqwest, {bare_clients} clients"),
+            Cfg::InProcess => "warden in-process (`WardenHandle::call_tool`)".into(),
+            Cfg::Socket => "warden Unix socket (`tools.call`)".into(),
+        }
+    }
+}
 
 struct Setup {
-    bare: RunningService<RoleClient, ()>,
-    bare_many: Vec<RunningService<RoleClient, ()>>,
+    bare_default: RunningService<RoleClient, ()>,
+    bare_pooled: RunningService<RoleClient, ()>,
+    bare_pooled_many: Vec<RunningService<RoleClient, ()>>,
     handle: WardenHandle,
+    socket_seq: Option<Client>,
     socket_conc: Vec<Client>,
 }
 
 impl Setup {
-    /// Latency configuration `i` as a target (socket: the sequential client, moved in and out).
-    fn seq_target(&mut self, i: usize, socket: &mut Option<Client>) -> Target {
-        match i {
-            0 => Target::Bare(self.bare.peer().clone()),
-            1 => Target::Handle(self.handle.clone()),
-            _ => Target::Socket(socket.take().expect("socket client")),
+    /// Connects and initializes every client before any measurement.
+    async fn connect(
+        args: &Args,
+        url: &str,
+        socket_path: &Path,
+        handle: &WardenHandle,
+    ) -> anyhow::Result<(Self, String)> {
+        // Clients, all connected and initialized before any measurement. The bare clients start
+        // with the lifecycle warden uses (`warden::mcp::lifecycle` is the very mapping warden's
+        // connections use), so both speak the same protocol version.
+        let mode = || Some(warden::mcp::lifecycle(&args.lifecycle));
+        let bare_default = bare_client(url, Http::RmcpDefault, mode()).await?;
+        let bare_pooled = bare_client(url, Http::Pooled, mode()).await?;
+        let mut bare_pooled_many = Vec::new();
+        for _ in 0..args.bare_clients {
+            bare_pooled_many.push(bare_client(url, Http::Pooled, mode()).await?);
+        }
+        let probe = bare_client(url, Http::RmcpDefault, None).await?;
+        let version = |s: &RunningService<RoleClient, ()>| {
+            s.peer().peer_info().map_or_else(|| "?".to_owned(), |i| format!("{:?}", i.protocol_version))
+        };
+        let versions = format!(
+            "lifecycle `{}` (warden and bare clients) negotiates {}; plain `().serve()` would negotiate {}",
+            args.lifecycle,
+            version(&bare_pooled),
+            version(&probe)
+        );
+        drop(probe.cancel().await);
+        let socket_seq = Some(connect(socket_path).await?);
+        let mut socket_conc = Vec::with_capacity(args.concurrency);
+        for _ in 0..args.concurrency {
+            socket_conc.push(connect(socket_path).await?);
+        }
+        let setup =
+            Setup { bare_default, bare_pooled, bare_pooled_many, handle: handle.clone(), socket_seq, socket_conc };
+        Ok((setup, versions))
+    }
+
+    /// `callers` targets of a configuration. Socket clients are moved out (one connection for
+    /// the sequential phase, one per caller for the throughput phase) and come back through
+    /// [`Self::give_back`].
+    fn targets(&mut self, cfg: Cfg, callers: usize, sequential: bool) -> Vec<Target> {
+        match cfg {
+            Cfg::BareDefault => (0..callers).map(|_| Target::Bare(self.bare_default.peer().clone())).collect(),
+            Cfg::BarePooled => (0..callers).map(|_| Target::Bare(self.bare_pooled.peer().clone())).collect(),
+            Cfg::BarePooledMany => {
+                let n = self.bare_pooled_many.len();
+                (0..callers).map(|k| Target::Bare(self.bare_pooled_many[k % n].peer().clone())).collect()
+            }
+            Cfg::InProcess => (0..callers).map(|_| Target::Handle(self.handle.clone())).collect(),
+            Cfg::Socket if sequential => vec![Target::Socket(self.socket_seq.take().expect("the sequential client"))],
+            Cfg::Socket => std::mem::take(&mut self.socket_conc).into_iter().map(Target::Socket).collect(),
         }
     }
 
-    /// Throughput configuration `i`: 0 one bare client, 1 several bare clients, 2 in-process,
-    /// 3 one socket connection per caller.
-    fn conc_targets(&mut self, i: usize, callers: usize) -> Vec<Target> {
-        match i {
-            0 => (0..callers).map(|_| Target::Bare(self.bare.peer().clone())).collect(),
-            1 => (0..callers).map(|k| Target::Bare(self.bare_many[k % self.bare_many.len()].peer().clone())).collect(),
-            2 => (0..callers).map(|_| Target::Handle(self.handle.clone())).collect(),
-            _ => std::mem::take(&mut self.socket_conc).into_iter().map(Target::Socket).collect(),
-        }
-    }
-
-    fn give_back(&mut self, targets: Vec<Target>) {
+    fn give_back(&mut self, targets: Vec<Target>, sequential: bool) {
         for t in targets {
             if let Target::Socket(c) = t {
-                self.socket_conc.push(c);
+                if sequential {
+                    self.socket_seq = Some(c);
+                } else {
+                    self.socket_conc.push(c);
+                }
             }
         }
     }
-}
 
-const CONC: [&str; 4] = ["bare rmcp, 1 client", "bare rmcp, K clients", "warden in-process", "warden socket"];
+    async fn run_sequential(&mut self, cfg: Cfg, calls: usize) -> anyhow::Result<Sample> {
+        let mut targets = self.targets(cfg, 1, true);
+        let result = sequential(&mut targets[0], calls).await;
+        self.give_back(targets, true);
+        let (lat, cpu) = result?;
+        Ok(Sample {
+            p50_us: percentile(&lat, 0.5),
+            p90_us: percentile(&lat, 0.9),
+            p99_us: percentile(&lat, 0.99),
+            seq_cpu_us: cpu,
+            ..Sample::default()
+        })
+    }
+
+    async fn run_concurrent(&mut self, cfg: Cfg, callers: usize, duration: Duration) -> anyhow::Result<Sample> {
+        let targets = self.targets(cfg, callers, false);
+        let (back, rate, cpu) = concurrent(targets, duration).await?;
+        self.give_back(back, false);
+        Ok(Sample { calls_per_s: rate, conc_cpu_us: cpu, ..Sample::default() })
+    }
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -281,8 +399,10 @@ async fn main() -> anyhow::Result<()> {
     // warden, embedded, with its control socket served in-process.
     let dir = tempfile::tempdir()?;
     let config = Config::from_toml(&format!(
-        "[database]\nurl = \"sqlite:{}\"\n[policy]\nallow_loopback = true\n[oauth]\ncallback_listen = \"127.0.0.1:0\"\n",
-        dir.path().join("warden.db").display()
+        "[database]\nurl = \"sqlite:{}\"\n[policy]\nallow_loopback = true\n\
+         [oauth]\ncallback_listen = \"127.0.0.1:0\"\n[sessions]\nlifecycle = \"{}\"\n",
+        dir.path().join("warden.db").display(),
+        args.lifecycle
     ))?;
     let keyring = Arc::new(Keyring::new(&MasterKey::generate()?, &[]));
     let store = MCPCredentialStore::connect(&config.database.url, 4, Arc::clone(&keyring)).await?;
@@ -309,85 +429,55 @@ async fn main() -> anyhow::Result<()> {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let serving = tokio::spawn(socket.serve(context, control.allowed_uids.clone(), control.max_connections, stop_rx));
 
-    // Clients, all warm before any measurement.
-    let bare = bare_client(&url, None).await?;
-    let mut bare_many = Vec::new();
-    for _ in 0..args.bare_clients {
-        bare_many.push(bare_client(&url, None).await?);
-    }
-    let probe = bare_client(&url, Some(warden::mcp::lifecycle("auto"))).await?;
-    let version = |s: &RunningService<RoleClient, ()>| {
-        s.peer().peer_info().map_or_else(|| "?".to_owned(), |i| format!("{:?}", i.protocol_version))
-    };
-    let versions = format!(
-        "protocol negotiated by bare `().serve()`: {}; by warden's lifecycle (auto): {}",
-        version(&bare),
-        version(&probe)
-    );
-    drop(probe.cancel().await);
-    let mut socket_slot = Some(connect(&socket_path).await?);
-    let mut socket_conc = Vec::with_capacity(args.concurrency);
-    for _ in 0..args.concurrency {
-        socket_conc.push(connect(&socket_path).await?);
-    }
-    let mut setup = Setup { bare, bare_many, handle: handle.clone(), socket_conc };
+    let (mut setup, versions) = Setup::connect(&args, &url, &socket_path, &handle).await?;
 
     eprintln!("{versions}");
+    let only = args.profile.as_deref().map(|only| match only {
+        "bare" => Cfg::BarePooled,
+        "in-process" => Cfg::InProcess,
+        _ => Cfg::Socket,
+    });
+    let warm = |cfg: &Cfg| only.is_none_or(|o| o == *cfg);
     eprintln!("warming up ...");
-    for i in 0..SEQ.len() {
-        let mut t = setup.seq_target(i, &mut socket_slot);
-        sequential(&mut t, args.warmup).await.with_context(|| format!("warm-up of {}", SEQ[i]))?;
-        if let Target::Socket(c) = t {
-            socket_slot = Some(c);
-        }
+    for cfg in SEQ.into_iter().filter(warm) {
+        setup.run_sequential(cfg, args.warmup).await.with_context(|| format!("warm-up of {cfg:?}"))?;
     }
-    for i in 0..CONC.len() {
-        let targets = setup.conc_targets(i, args.concurrency);
-        let (back, _, _) =
-            concurrent(targets, duration / 4).await.with_context(|| format!("warm-up of {}", CONC[i]))?;
-        setup.give_back(back);
+    for cfg in CONC.into_iter().filter(warm) {
+        setup
+            .run_concurrent(cfg, args.concurrency, duration / 4)
+            .await
+            .with_context(|| format!("warm-up of {cfg:?}"))?;
     }
 
-    // Measurement rounds: every configuration once per round, in a rotated order.
+    if let Some(cfg) = only {
+        eprintln!("profiling {} for {} ms (pid {})", cfg.name(args.bare_clients), args.duration_ms, std::process::id());
+        let x = setup.run_concurrent(cfg, args.concurrency, duration).await?;
+        println!(
+            "{}: {:.0} calls/s, {:.0} µs process CPU per call",
+            cfg.name(args.bare_clients),
+            x.calls_per_s,
+            x.conc_cpu_us
+        );
+        return Ok(());
+    }
+
+    // Measurement rounds: every configuration once per round, in an order rotated each round.
     let mut seq: Vec<Vec<Sample>> = vec![Vec::new(); SEQ.len()];
     let mut conc: Vec<Vec<Sample>> = vec![Vec::new(); CONC.len()];
     let started = Instant::now();
     for round in 0..args.rounds {
         for k in 0..SEQ.len() {
             let i = (k + round) % SEQ.len();
-            let mut t = setup.seq_target(i, &mut socket_slot);
-            let (lat, cpu) = sequential(&mut t, args.calls).await.with_context(|| SEQ[i])?;
-            if let Target::Socket(c) = t {
-                socket_slot = Some(c);
-            }
-            seq[i].push(Sample {
-                p50_us: percentile(&lat, 0.5),
-                p90_us: percentile(&lat, 0.9),
-                p99_us: percentile(&lat, 0.99),
-                seq_cpu_us: cpu,
-                ..Sample::default()
-            });
+            seq[i].push(setup.run_sequential(SEQ[i], args.calls).await.with_context(|| format!("{:?}", SEQ[i]))?);
         }
         for k in 0..CONC.len() {
             let i = (k + round) % CONC.len();
-            let targets = setup.conc_targets(i, args.concurrency);
-            let (back, rate, cpu) = concurrent(targets, duration).await.with_context(|| CONC[i])?;
-            setup.give_back(back);
-            conc[i].push(Sample { calls_per_s: rate, conc_cpu_us: cpu, ..Sample::default() });
+            let sample = setup.run_concurrent(CONC[i], args.concurrency, duration).await;
+            conc[i].push(sample.with_context(|| format!("{:?}", CONC[i]))?);
         }
-        eprintln!(
-            "round {}/{}: p50 bare {:.0} µs, in-process {:.0} µs, socket {:.0} µs; calls/s bare {:.0}, bare×{} {:.0}, in-process {:.0}, socket {:.0}",
-            round + 1,
-            args.rounds,
-            seq[0][round].p50_us,
-            seq[1][round].p50_us,
-            seq[2][round].p50_us,
-            conc[0][round].calls_per_s,
-            args.bare_clients,
-            conc[1][round].calls_per_s,
-            conc[2][round].calls_per_s,
-            conc[3][round].calls_per_s,
-        );
+        let p50: Vec<String> = seq.iter().map(|s| format!("{:.0}", s[round].p50_us)).collect();
+        let rate: Vec<String> = conc.iter().map(|s| format!("{:.0}", s[round].calls_per_s)).collect();
+        eprintln!("round {}/{}: p50 µs {} | calls/s {}", round + 1, args.rounds, p50.join(" "), rate.join(" "));
     }
     let measured = started.elapsed();
 
@@ -418,12 +508,20 @@ fn ratio(a: &[Sample], b: &[Sample], f: impl Fn(&Sample) -> f64) -> (f64, f64, f
     (median(r), min, max)
 }
 
+/// Median of the per-round differences `a - b` of one field.
+fn diff(a: &[Sample], b: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
+    median(a.iter().zip(b).map(|(x, y)| f(x) - f(y)).collect())
+}
+
 fn report(args: &Args, seq: &[Vec<Sample>], conc: &[Vec<Sample>], versions: &str, measured: Duration) -> String {
+    let s = |cfg: Cfg| &seq[SEQ.iter().position(|c| *c == cfg).expect("a latency configuration")][..];
+    let c = |cfg: Cfg| &conc[CONC.iter().position(|c| *c == cfg).expect("a throughput configuration")][..];
+    let k = args.bare_clients;
     let mut out = String::new();
     let w = &mut out;
     let _ = writeln!(
         w,
-        "\n### warden bench: {} sequential calls, {} callers for {} ms, {} rounds (medians across rounds; {:.0} s measured)\n",
+        "\n### warden bench: {} sequential calls, {} callers × {} ms, {} rounds ({:.0} s measured; medians across rounds)\n",
         args.calls,
         args.concurrency,
         args.duration_ms,
@@ -431,58 +529,71 @@ fn report(args: &Args, seq: &[Vec<Sample>], conc: &[Vec<Sample>], versions: &str
         measured.as_secs_f64()
     );
     let _ = writeln!(w, "{versions}\n");
-    let _ = writeln!(w, "Sequential (one caller, one connection), per call:\n");
+    let _ = writeln!(w, "Sequential (one caller), per call:\n");
     let _ = writeln!(w, "| configuration | p50 µs | p90 µs | p99 µs | process CPU µs/call |");
     let _ = writeln!(w, "|---|---:|---:|---:|---:|");
-    for (name, s) in SEQ.iter().zip(seq) {
+    for (cfg, x) in SEQ.iter().zip(seq) {
         let _ = writeln!(
             w,
-            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} |",
-            med(s, |x| x.p50_us),
-            med(s, |x| x.p90_us),
-            med(s, |x| x.p99_us),
-            med(s, |x| x.seq_cpu_us)
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            cfg.name(k),
+            med(x, |x| x.p50_us),
+            med(x, |x| x.p90_us),
+            med(x, |x| x.p99_us),
+            med(x, |x| x.seq_cpu_us)
         );
     }
     let _ = writeln!(w, "\nThroughput, {} concurrent callers:\n", args.concurrency);
     let _ = writeln!(w, "| configuration | calls/s | process CPU µs/call |");
     let _ = writeln!(w, "|---|---:|---:|");
-    for (name, s) in CONC.iter().zip(conc) {
-        let name = name.replace('K', &args.bare_clients.to_string());
-        let _ = writeln!(w, "| {name} | {:.0} | {:.0} |", med(s, |x| x.calls_per_s), med(s, |x| x.conc_cpu_us));
+    for (cfg, x) in CONC.iter().zip(conc) {
+        let _ =
+            writeln!(w, "| {} | {:.0} | {:.0} |", cfg.name(k), med(x, |x| x.calls_per_s), med(x, |x| x.conc_cpu_us));
     }
-    let _ = writeln!(w, "\nRatios (per round, then the median; range across rounds in brackets):\n");
+    let _ = writeln!(w, "\nRatios (computed per round, then the median; range across rounds in brackets):\n");
     let _ = writeln!(w, "| ratio | median | range | budget |");
     let _ = writeln!(w, "|---|---:|---:|---:|");
     let mut row = |label: &str, (m, lo, hi): (f64, f64, f64), budget: &str| {
         let _ = writeln!(w, "| {label} | {m:.3}× | [{lo:.3}, {hi:.3}] | {budget} |");
     };
-    row("in-process / bare, p50 latency", ratio(&seq[1], &seq[0], |x| x.p50_us), "≤ 1.05×");
-    row("in-process / bare, p99 latency", ratio(&seq[1], &seq[0], |x| x.p99_us), "—");
-    row("socket / bare, p50 latency", ratio(&seq[2], &seq[0], |x| x.p50_us), "≤ 1.15×");
-    row("socket / bare, p99 latency", ratio(&seq[2], &seq[0], |x| x.p99_us), "—");
-    let k = args.bare_clients;
-    row("in-process / bare (1 client), throughput", ratio(&conc[2], &conc[0], |x| x.calls_per_s), "≥ 0.9×");
-    row(&format!("in-process / bare ({k} clients), throughput"), ratio(&conc[2], &conc[1], |x| x.calls_per_s), "—");
-    row("socket / bare (1 client), throughput", ratio(&conc[3], &conc[0], |x| x.calls_per_s), "≥ 0.9×");
-    row(&format!("socket / bare ({k} clients), throughput"), ratio(&conc[3], &conc[1], |x| x.calls_per_s), "—");
-    let _ =
-        writeln!(w, "\nwarden's own CPU per call (process CPU/call minus bare's, medians of per-round differences):\n");
-    let diff = |a: &[Sample], b: &[Sample], f: &dyn Fn(&Sample) -> f64| {
-        median(a.iter().zip(b).map(|(x, y)| f(x) - f(y)).collect())
-    };
+    let (bp, bd, inp, sock) = (Cfg::BarePooled, Cfg::BareDefault, Cfg::InProcess, Cfg::Socket);
+    row("p50 latency: in-process / bare (keep-alive)", ratio(s(inp), s(bp), |x| x.p50_us), "≤ 1.05×");
+    row("p50 latency: socket / bare (keep-alive)", ratio(s(sock), s(bp), |x| x.p50_us), "≤ 1.15×");
+    row("p99 latency: in-process / bare (keep-alive)", ratio(s(inp), s(bp), |x| x.p99_us), "—");
+    row("p99 latency: socket / bare (keep-alive)", ratio(s(sock), s(bp), |x| x.p99_us), "—");
+    row("p50 latency: in-process / bare (`from_config`)", ratio(s(inp), s(bd), |x| x.p50_us), "(reference)");
+    row("p50 latency: socket / bare (`from_config`)", ratio(s(sock), s(bd), |x| x.p50_us), "(reference)");
+    let tp = |x: &Sample| x.calls_per_s;
+    row("throughput: in-process / bare (keep-alive, 1 client)", ratio(c(inp), c(bp), tp), "≥ 0.9×");
+    row("throughput: socket / bare (keep-alive, 1 client)", ratio(c(sock), c(bp), tp), "≥ 0.9×");
+    row(
+        &format!("throughput: in-process / bare (keep-alive, {k} clients)"),
+        ratio(c(inp), c(Cfg::BarePooledMany), tp),
+        "(reference)",
+    );
+    row(
+        &format!("throughput: socket / bare (keep-alive, {k} clients)"),
+        ratio(c(sock), c(Cfg::BarePooledMany), tp),
+        "(reference)",
+    );
+    row("throughput: in-process / bare (`from_config`, 1 client)", ratio(c(inp), c(bd), tp), "(reference)");
+    row("throughput: socket / bare (`from_config`, 1 client)", ratio(c(sock), c(bd), tp), "(reference)");
     let _ = writeln!(
         w,
-        "- sequential: in-process +{:.0} µs, socket +{:.0} µs",
-        diff(&seq[1], &seq[0], &|x| x.seq_cpu_us),
-        diff(&seq[2], &seq[0], &|x| x.seq_cpu_us)
+        "\nwarden's own CPU per call = process CPU/call minus bare (keep-alive, 1 client)'s, median of per-round differences:\n"
     );
     let _ = writeln!(
         w,
-        "- {} callers (vs 1 bare client): in-process +{:.0} µs, socket +{:.0} µs",
+        "- sequential: in-process {:+.0} µs, socket {:+.0} µs",
+        diff(s(inp), s(bp), |x| x.seq_cpu_us),
+        diff(s(sock), s(bp), |x| x.seq_cpu_us)
+    );
+    let _ = writeln!(
+        w,
+        "- {} callers: in-process {:+.0} µs, socket {:+.0} µs",
         args.concurrency,
-        diff(&conc[2], &conc[0], &|x| x.conc_cpu_us),
-        diff(&conc[3], &conc[0], &|x| x.conc_cpu_us)
+        diff(c(inp), c(bp), |x| x.conc_cpu_us),
+        diff(c(sock), c(bp), |x| x.conc_cpu_us)
     );
     out
 }
