@@ -78,7 +78,8 @@ struct Args {
     /// The MCP lifecycle, for warden (`[sessions] lifecycle`) and for the bare clients alike,
     /// so both speak the same protocol version: `auto` (warden's default; against this server
     /// it negotiates 2026-07-28), `initialize` (what rmcp's plain `().serve()` does,
-    /// 2025-11-25), or `discover`.
+    /// 2025-11-25), or `discover`. With `initialize` every keep-alive call stalls ~44 ms (see
+    /// BENCHMARKS.md): use a small `--calls` (e.g. 100) then.
     #[arg(long, default_value = "auto", value_parser = ["auto", "initialize", "discover"])]
     lifecycle: String,
     /// Instead of the rounds, run only this configuration's throughput phase for the duration
