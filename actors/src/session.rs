@@ -2,8 +2,8 @@
 //! decrypted credentials (inside the [`ServerHandle`]s its loader returns) and the user's live
 //! MCP connections, one per server, opened lazily and reopened after a drop.
 //!
-//! Messages: [`SessionMsg::ListTools`], [`SessionMsg::Call`], [`SessionMsg::Retire`],
-//! [`SessionMsg::Done`] (internal). Children: none; calls run as tasks in a `JoinSet` owned by
+//! Messages: [`SessionMsg::ListTools`], [`SessionMsg::Call`], [`SessionMsg::Refresh`] (from the
+//! token refresher), [`SessionMsg::Retire`], [`SessionMsg::Done`] (internal). Children: none; calls run as tasks in a `JoinSet` owned by
 //! the state, so a call never blocks the mailbox (calls for one user run concurrently, and a
 //! slow server does not delay another) and killing the actor drops the state, which aborts
 //! every task, which drops every reply port: callers get an error at once, never a hang.
