@@ -1,0 +1,1 @@
+//! Hostile tenants: consent attacks (see tests/hostile.rs).

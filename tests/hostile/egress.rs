@@ -1,0 +1,1 @@
+//! Hostile tenants: egress attacks (see tests/hostile.rs).

@@ -1,0 +1,1 @@
+//! Hostile tenants: resources attacks (see tests/hostile.rs).

@@ -1,0 +1,1 @@
+//! Hostile tenants: socket attacks (see tests/hostile.rs).

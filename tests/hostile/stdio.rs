@@ -1,0 +1,1 @@
+//! Hostile tenants: stdio attacks (see tests/hostile.rs).

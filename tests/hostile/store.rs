@@ -1,0 +1,1 @@
+//! Hostile tenants: store attacks (see tests/hostile.rs).
